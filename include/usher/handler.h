@@ -1,0 +1,137 @@
+/*
+ * usher/handler.h — the one header a handler author needs.
+ *
+ * A handler is one const struct filled with designated initializers:
+ *
+ *     static usher_result handle(usher_ctx *ctx, const usher_event *ev, void *state);
+ *
+ *     const usher_handler usher_handler_hello = {
+ *         .abi_version    = USHER_HANDLER_ABI_VERSION,
+ *         .name           = "hello",            // its config section is [handler.hello]
+ *         .description    = "logs every signup",
+ *         .default_events = "signup",
+ *         .config_keys    = hello_keys,         // { {"greeting", "hi", "what to say"}, {0} }
+ *         .handle         = handle,
+ *     };
+ *
+ * A file handlers/NAME.c that defines `usher_handler_NAME` is compiled into usher and
+ * registered automatically. A handler built outside the tree is a shared object named in the
+ * config (`[handler.NAME] library = /path/libhello.so`) that exports the same symbol.
+ *
+ * Threading: init and destroy run once, on the main thread. handle runs concurrently on
+ * every worker thread, so `state` must be read-only or protected by the handler. Everything the
+ * core lends through usher_ctx (the Redis connection, ...) belongs to the calling worker and is
+ * valid only during that call.
+ *
+ * Delivery: usher is at-least-once. A record may reach handle() again after a crash or a
+ * rebalance; a handler with an external side effect should guard it with usher_once_begin /
+ * usher_once_done (or make it idempotent itself).
+ */
+#ifndef USHER_HANDLER_H
+#define USHER_HANDLER_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <hiredis/hiredis.h>
+
+#include "usher/event.h"
+#include "usher/log.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define USHER_HANDLER_ABI_VERSION 1
+
+typedef enum usher_result {
+    USHER_OK = 0,    /* done; never called again for this event */
+    USHER_RETRY = 1, /* transient failure: call again later, with backoff */
+    USHER_FAIL = 2,  /* permanent failure: dead-letter the record with the reason set */
+    USHER_SKIP = 3   /* nothing to do for this event (counted as skipped) */
+} usher_result;
+
+/* One configuration key a handler accepts in its [handler.NAME] section. */
+typedef struct usher_config_key {
+    const char *name;
+    const char *default_value; /* NULL: no default */
+    const char *description;
+    int required;              /* non-zero: check-config fails when it is missing */
+} usher_config_key;
+
+typedef struct usher_ctx usher_ctx;                   /* one handle() call */
+typedef struct usher_handler_conf usher_handler_conf; /* one [handler.NAME] section */
+
+typedef struct usher_handler {
+    int abi_version;                     /* USHER_HANDLER_ABI_VERSION */
+    const char *name;
+    const char *description;
+    const char *default_events;          /* comma list, "*" for all; used when config is silent */
+    const usher_config_key *config_keys; /* terminated by an entry with name == NULL; may be NULL */
+
+    /* Optional. Builds the handler's state from its config. Returns 0, or -1 with errstr set
+     * (usher then refuses to start). */
+    int (*init)(const usher_handler_conf *conf, void **state, char *errstr, size_t errstr_size);
+    /* Required. Processes one event. */
+    usher_result (*handle)(usher_ctx *ctx, const usher_event *ev, void *state);
+    /* Optional. Frees what init built. */
+    void (*destroy)(void *state);
+} usher_handler;
+
+/* --- configuration ----------------------------------------------------------------------- */
+
+/* The value of key in this handler's section (environment already expanded), else its
+ * declared default, else NULL. */
+const char *usher_conf_get(const usher_handler_conf *conf, const char *key);
+/* Parses the value as an integer; returns fallback when unset. Returns -1 on a bad number. */
+int usher_conf_get_int(const usher_handler_conf *conf, const char *key, long long fallback,
+                       long long *out);
+/* The handler's section name, e.g. "welcome_email". */
+const char *usher_conf_name(const usher_handler_conf *conf);
+/* The global Redis key prefix ([redis] key_prefix). */
+const char *usher_conf_key_prefix(const usher_handler_conf *conf);
+
+/* --- what the core lends to handle() ----------------------------------------------------- */
+
+/* This worker's Redis connection, connected (reconnecting if needed), or NULL when Redis is
+ * unreachable right now — return USHER_RETRY then. After a command fails with an I/O error,
+ * call usher_redis_broken() so the next call reconnects. */
+redisContext *usher_redis(usher_ctx *ctx);
+void usher_redis_broken(usher_ctx *ctx);
+
+/* The calling handler's configuration and key prefix. */
+const usher_handler_conf *usher_ctx_conf(usher_ctx *ctx);
+const char *usher_ctx_key_prefix(usher_ctx *ctx);
+
+/* The offset below which this event's partition is committed: every record before it is done
+ * for good and will not be redelivered to this group unless offsets are reset by hand. Lets a
+ * handler keep dedupe state bounded. */
+int64_t usher_ctx_committed_offset(usher_ctx *ctx);
+
+/* Says why the handler returned USHER_FAIL or USHER_RETRY (a short machine-readable word such
+ * as "http_404"; it becomes the dead-letter reason header). */
+void usher_set_reason(usher_ctx *ctx, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Asks that the next attempt wait at least ms (e.g. an HTTP Retry-After). */
+void usher_retry_after(usher_ctx *ctx, int64_t ms);
+
+/* Logs with the handler's name as prefix. */
+void usher_ctx_log(usher_ctx *ctx, usher_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* --- idempotency markers ----------------------------------------------------------------- */
+
+/* Before an external side effect: returns 1 if this handler already completed this event id
+ * (skip the side effect and return USHER_OK), 0 if not, -1 if Redis is unreachable (return
+ * USHER_RETRY). */
+int usher_once_done_before(usher_ctx *ctx, const usher_event *ev);
+/* After the side effect succeeded: records it for ttl_seconds (0 = 30 days). Returns 0, or -1
+ * if Redis is unreachable (return USHER_RETRY: the side effect may then repeat once). */
+int usher_once_mark(usher_ctx *ctx, const usher_event *ev, long ttl_seconds);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* USHER_HANDLER_H */
