@@ -1,0 +1,100 @@
+/*
+ * pipeline.h — the run-time objects shared by the poll thread (consumer.c), the workers
+ * (worker.c) and the dead-letter producer (dlq.c).
+ *
+ * Ownership of a record: the poll thread wraps each rd_kafka_message_t in a usher_item, counts
+ * it in its partition's tracker and in app->inflight, and hands it to exactly one lane. From
+ * then on the item belongs to whoever holds it (a worker, then possibly the dead-letter
+ * producer) until usher_item_finish() releases it.
+ */
+#ifndef USHER_PIPELINE_H
+#define USHER_PIPELINE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "config.h"
+#include "redis.h"
+#include "registry.h"
+#include "tracker.h"
+#include "usher/event.h"
+
+typedef struct usher_item {
+    struct usher_item *next;  /* lane queue link */
+    rd_kafka_message_t *msg;  /* owned */
+    usher_partition *part;    /* one reference held */
+    usher_kafka_meta meta;    /* points into msg */
+    usher_header *headers;    /* owned array; names and values point into msg */
+    int dlq_attempts;         /* dead-letter produce attempts */
+} usher_item;
+
+/* A FIFO of items served by one worker: records that must stay in order share a lane. */
+typedef struct usher_lane {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    usher_item *head, *tail;
+    size_t len;
+} usher_lane;
+
+typedef struct usher_worker usher_worker;
+typedef struct usher_dlq usher_dlq;
+
+typedef struct usher_app {
+    const usher_config *cfg;
+    usher_registry *reg;
+    usher_redis_target redis;
+    rd_kafka_t *consumer;
+    usher_dlq *dlq;              /* NULL when no dead-letter topic is configured */
+    usher_worker *workers;
+    size_t nworkers;
+    atomic_int inflight;         /* items handed out and not yet finished */
+    atomic_bool quit;            /* workers: abandon what is left and exit */
+    pthread_mutex_t drain_lock;  /* with drain_cond: signalled whenever an item finishes */
+    pthread_cond_t drain_cond;
+} usher_app;
+
+/* Releases an item: when done, marks its offset finished in the tracker (so it can be
+ * committed); otherwise the offset stays unfinished and is redelivered to whoever owns the
+ * partition next. Thread-safe. */
+void usher_item_finish(usher_app *app, usher_item *it, bool done);
+
+/* Milliseconds on a monotonic clock / since the epoch. */
+int64_t usher_now_ms(void);
+int64_t usher_wall_ms(void);
+
+/* --- workers (worker.c) ------------------------------------------------------------------ */
+
+/* Starts n workers. Returns 0, or -1 with errstr set. */
+int usher_workers_start(usher_app *app, size_t n, char *errstr, size_t errstr_size);
+/* Queues an item on the lane its ordering mode picks. */
+void usher_workers_dispatch(usher_app *app, usher_item *it);
+/* Wakes every worker (after app->quit or a revoke) so waits end early. */
+void usher_workers_wake(usher_app *app);
+/* Joins all workers (set app->quit first); frees them. */
+void usher_workers_join(usher_app *app);
+
+/* --- dead letters (dlq.c) ---------------------------------------------------------------- */
+
+typedef struct usher_dead_letter {
+    const char *reason;   /* machine-readable */
+    const char *detail;   /* human-readable, no secrets */
+    const char *handler;  /* "" for records rejected before any handler ran */
+    int attempts;
+    int64_t first_failure_ms; /* wall clock */
+    int64_t last_failure_ms;
+} usher_dead_letter;
+
+/* Creates the dead-letter producer (idempotent, acks=all) and its delivery thread. */
+usher_dlq *usher_dlq_new(usher_app *app, char *errstr, size_t errstr_size);
+/* Hands the item to the producer. The item finishes (done) once the broker acknowledged the
+ * dead letter; a failed delivery is retried, never dropped. Returns 0, or -1 if it could not
+ * even be queued (the item then still belongs to the caller). */
+int usher_dlq_send(usher_dlq *d, usher_item *it, const usher_dead_letter *dl);
+/* Waits up to timeout_ms for outstanding dead letters, then stops and frees the producer. */
+void usher_dlq_destroy(usher_dlq *d, int timeout_ms);
+
+#endif

@@ -1,0 +1,48 @@
+/*
+ * tracker.h — per-partition offset tracking. Offsets are dispatched in increasing order and
+ * finish in any order; the commit position is always the lowest unfinished offset (or one past
+ * the last dispatched offset when nothing is unfinished), so a commit never skips a record whose
+ * handlers have not all succeeded. Abandoned records (revoked before they finished) are simply
+ * never marked done.
+ */
+#ifndef USHER_TRACKER_H
+#define USHER_TRACKER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct usher_partition {
+    char *topic;
+    int32_t partition;
+
+    pthread_mutex_t lock;
+    int64_t *offsets;      /* ring of unfinished-or-finished-but-not-yet-contiguous offsets */
+    unsigned char *done;
+    size_t head, count, cap;
+    int64_t last_dispatched; /* -1 before the first dispatch */
+
+    int64_t commit_sent;          /* last position handed to rd_kafka_commit (poll thread only) */
+    _Atomic int64_t committed;    /* last position the broker acknowledged, 0 if none yet */
+    atomic_int pending;           /* records queued or running */
+    atomic_bool revoked;          /* stop starting new work for this partition */
+    atomic_int refs;
+} usher_partition;
+
+/* Returns a new partition tracker with one reference, or NULL on allocation failure. */
+usher_partition *usher_partition_new(const char *topic, int32_t partition);
+void usher_partition_ref(usher_partition *p);
+/* Drops a reference; frees the tracker with the last one. */
+void usher_partition_unref(usher_partition *p);
+
+/* Records that offset was handed to a worker. Offsets must increase. Returns 0, -1 on ENOMEM. */
+int usher_partition_dispatch(usher_partition *p, int64_t offset);
+/* Marks offset finished (all handlers done or dead-letter acknowledged). */
+void usher_partition_done(usher_partition *p, int64_t offset);
+/* The offset to commit: every record below it is finished. -1 when nothing was dispatched. */
+int64_t usher_partition_position(usher_partition *p);
+/* Number of dispatched offsets not yet covered by the position. */
+size_t usher_partition_unfinished(usher_partition *p);
+
+#endif

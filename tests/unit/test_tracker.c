@@ -1,0 +1,116 @@
+/* Unit tests for the offset tracker: the commit position is the lowest unfinished offset. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include <cmocka.h>
+
+#include "tracker.h"
+
+static void test_empty_has_no_position(void **state)
+{
+    (void)state;
+    usher_partition *p = usher_partition_new("t", 0);
+    assert_non_null(p);
+    assert_int_equal(usher_partition_position(p), -1);
+    usher_partition_unref(p);
+}
+
+static void test_out_of_order_completion_commits_prefix_only(void **state)
+{
+    (void)state;
+    usher_partition *p = usher_partition_new("t", 3);
+    for (int64_t o = 10; o < 15; o++)
+        assert_int_equal(usher_partition_dispatch(p, o), 0);
+    assert_int_equal(usher_partition_position(p), 10);
+    usher_partition_done(p, 12);
+    usher_partition_done(p, 14);
+    assert_int_equal(usher_partition_position(p), 10);
+    usher_partition_done(p, 10);
+    assert_int_equal(usher_partition_position(p), 11);
+    usher_partition_done(p, 11);
+    assert_int_equal(usher_partition_position(p), 13);
+    assert_int_equal(usher_partition_unfinished(p), 2);
+    usher_partition_done(p, 13);
+    assert_int_equal(usher_partition_position(p), 15);
+    assert_int_equal(usher_partition_unfinished(p), 0);
+    usher_partition_unref(p);
+}
+
+static void test_gaps_in_offsets(void **state)
+{
+    (void)state;
+    usher_partition *p = usher_partition_new("t", 0);
+    /* Compacted topics and transaction markers leave gaps. */
+    usher_partition_dispatch(p, 5);
+    usher_partition_dispatch(p, 9);
+    usher_partition_dispatch(p, 20);
+    usher_partition_done(p, 9);
+    assert_int_equal(usher_partition_position(p), 5);
+    usher_partition_done(p, 5);
+    assert_int_equal(usher_partition_position(p), 20);
+    usher_partition_done(p, 20);
+    assert_int_equal(usher_partition_position(p), 21);
+    usher_partition_unref(p);
+}
+
+static void test_abandoned_offset_blocks_position(void **state)
+{
+    (void)state;
+    usher_partition *p = usher_partition_new("t", 0);
+    usher_partition_dispatch(p, 0);
+    usher_partition_dispatch(p, 1);
+    usher_partition_dispatch(p, 2);
+    usher_partition_done(p, 0);
+    usher_partition_done(p, 2); /* 1 is never finished (abandoned on revoke) */
+    assert_int_equal(usher_partition_position(p), 1);
+    usher_partition_unref(p);
+}
+
+static void test_ring_growth_and_wraparound(void **state)
+{
+    (void)state;
+    usher_partition *p = usher_partition_new("t", 0);
+    int64_t next = 0;
+    /* Keep a window of in-flight offsets that slides through many ring sizes. */
+    for (int round = 0; round < 50; round++) {
+        for (int i = 0; i < 37; i++)
+            assert_int_equal(usher_partition_dispatch(p, next++), 0);
+        int64_t first = usher_partition_position(p);
+        /* Finish all but the last 5, newest first. */
+        for (int64_t o = next - 6; o >= first; o--)
+            usher_partition_done(p, o);
+        assert_int_equal(usher_partition_position(p), next - 5);
+    }
+    for (int64_t o = next - 5; o < next; o++)
+        usher_partition_done(p, o);
+    assert_int_equal(usher_partition_position(p), next);
+    assert_int_equal(usher_partition_unfinished(p), 0);
+    usher_partition_unref(p);
+}
+
+static void test_done_of_unknown_offset_is_ignored(void **state)
+{
+    (void)state;
+    usher_partition *p = usher_partition_new("t", 0);
+    usher_partition_dispatch(p, 7);
+    usher_partition_done(p, 6);
+    usher_partition_done(p, 8);
+    assert_int_equal(usher_partition_position(p), 7);
+    usher_partition_unref(p);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_empty_has_no_position),
+        cmocka_unit_test(test_out_of_order_completion_commits_prefix_only),
+        cmocka_unit_test(test_gaps_in_offsets),
+        cmocka_unit_test(test_abandoned_offset_blocks_position),
+        cmocka_unit_test(test_ring_growth_and_wraparound),
+        cmocka_unit_test(test_done_of_unknown_offset_is_ignored),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
