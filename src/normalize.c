@@ -959,20 +959,21 @@ static int parse_nested(norm_ctx *c, const char *buf, size_t len, const json_t *
     return 0;
 }
 
-/* JSON Lines: newline-separated objects/arrays, each normalized in turn. Two documents on one
- * line, or anything but a container after a newline, is trailing_data. */
+/* JSON Lines: newline-separated objects/arrays. Every line is parsed before any is normalized,
+ * so a bad line rejects the record without half-built events. Two documents on one line, or
+ * anything but a container after a newline, is trailing_data. */
 static int do_lines(norm_ctx *c, const rec *r, const char *buf, size_t len)
 {
     rec r2 = *r;
-    size_t off = 0;
+    size_t off = 0, first = c->p->nroots;
     unsigned line = 0;
+    char pfx[40];
 
     r2.rule0 = 0;
     for (;;) {
         int nl = 0;
         json_error_t e;
         json_t *root = NULL;
-        char pfx[40];
 
         while (off < len && (buf[off] == ' ' || buf[off] == '\t' || buf[off] == '\r' ||
                              buf[off] == '\n')) {
@@ -995,12 +996,15 @@ static int do_lines(norm_ctx *c, const rec *r, const char *buf, size_t len)
         if (keep_root(c, root) != 0)
             return -1;
         off += (size_t)e.position;
-        if (do_value(c, &r2, root) != 0) {
-            snprintf(pfx, sizeof(pfx), "line %u: ", line + 1);
+        line++;
+    }
+    /* the roots of this record's lines are c->p->roots[first .. first+line) */
+    for (unsigned i = 0; i < line; i++) {
+        if (do_value(c, &r2, c->p->roots[first + i]) != 0) {
+            snprintf(pfx, sizeof(pfx), "line %u: ", i + 1);
             prefix_detail(c, pfx);
             return -1;
         }
-        line++;
     }
     return 0;
 }

@@ -13,6 +13,7 @@
 #include "normalize.h"
 #include "pipeline.h"
 #include "retry.h"
+#include "transport.h"
 #include "usher/handler.h"
 
 enum { M_OK, M_RETRIED, M_FAILED, M_DEAD_LETTERED, M_SKIPPED, M_COUNT };
@@ -28,6 +29,7 @@ struct usher_worker {
     int started;
     usher_lane lane;
     redisContext *redis;
+    usher_transport transport;
     int64_t redis_retry_at;   /* monotonic ms before which we do not reconnect */
     int64_t redis_warned_at;
     uint64_t rng;
@@ -110,6 +112,16 @@ void usher_redis_broken(usher_ctx *ctx)
         redisFree(ctx->w->redis);
         ctx->w->redis = NULL;
     }
+}
+
+usher_transport *usher_ctx_transport(usher_ctx *ctx)
+{
+    return &ctx->w->transport;
+}
+
+const char *usher_ctx_handler_name(usher_ctx *ctx)
+{
+    return ctx->b->h->name;
 }
 
 const usher_handler_conf *usher_ctx_conf(usher_ctx *ctx)
@@ -612,6 +624,7 @@ void usher_workers_join(usher_app *app)
             pthread_join(w->thread, NULL);
         if (w->redis != NULL)
             redisFree(w->redis);
+        usher_transport_free(&w->transport);
         free(w->metrics);
         pthread_mutex_destroy(&w->lane.lock);
         pthread_cond_destroy(&w->lane.cond);

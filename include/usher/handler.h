@@ -120,6 +120,75 @@ void usher_retry_after(usher_ctx *ctx, int64_t ms);
 void usher_ctx_log(usher_ctx *ctx, usher_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* --- templates ---------------------------------------------------------------------------- */
+
+typedef enum usher_escape {
+    USHER_ESCAPE_NONE = 0, /* as is (plain-text e-mail bodies) */
+    USHER_ESCAPE_HTML,     /* & < > " ' as entities */
+    USHER_ESCAPE_SLACK,    /* & < > as Slack requires, so "<!channel>" cannot ping anyone */
+    USHER_ESCAPE_HEADER    /* control characters (CR, LF, ...) removed */
+} usher_escape;
+
+/* The value of a named event field: id, type, source, source_type, occurred_at (ISO-8601
+ * UTC), user.id, user.email, user.name, user.username, user.phone, tenant, connection, client,
+ * ip, user_agent, country, kafka.topic, kafka.partition, kafka.offset. buf holds formatted
+ * values. Returns NULL when the field is absent or unknown. */
+const char *usher_event_field(const usher_event *ev, const char *name, char *buf, size_t n);
+
+/* Renders tpl, replacing {{field}} with usher_event_field() escaped for esc, and
+ * {{field|fallback}} with the fallback when the field is absent. Literal text is copied as is.
+ * Returns a string the caller frees, or NULL when out of memory. */
+char *usher_render(const char *tpl, const usher_event *ev, usher_escape esc);
+
+/* --- HTTP and SMTP ------------------------------------------------------------------------ */
+
+/* One HTTP request. Unset fields take defaults: method POST when there is a body, else GET;
+ * connect timeout 5 s; total timeout 30 s. */
+typedef struct usher_http_request {
+    const char *method;
+    const char *url;
+    const char *const *headers; /* NULL-terminated "Name: value" lines, or NULL */
+    const char *body;
+    size_t body_len;
+    long timeout_ms;
+} usher_http_request;
+
+typedef struct usher_http_response {
+    long status;            /* 0 when no response arrived */
+    const char *body;       /* borrowed: valid until the next usher_http call of this worker */
+    size_t body_len;
+    int64_t retry_after_ms; /* from a Retry-After header, -1 when absent */
+} usher_http_response;
+
+/*
+ * Performs req on this worker's reused connection and classifies the outcome, the same way for
+ * every handler: 2xx -> USHER_OK; timeouts, connection errors, 408, 429 and 5xx -> USHER_RETRY
+ * (Retry-After honoured); any other status -> USHER_FAIL. Sets the reason ("http_404",
+ * "http_timeout", ...). resp may be NULL. The URL and headers are never logged.
+ */
+usher_result usher_http(usher_ctx *ctx, const usher_http_request *req,
+                        usher_http_response *resp);
+
+/* One e-mail: a multipart/alternative text + HTML message (html may be NULL). Header values
+ * are sanitized by usher: CR/LF are removed, and non-ASCII display names and subjects are
+ * RFC 2047 encoded, so user-controlled text can never add a header. */
+typedef struct usher_mail {
+    const char *smtp_url;  /* smtp://host:port or smtps://host:port; STARTTLS when offered */
+    const char *username;  /* NULL: no AUTH */
+    const char *password;
+    const char *from;      /* address */
+    const char *from_name; /* display name, may be NULL */
+    const char *to;        /* address */
+    const char *to_name;   /* display name, may be NULL */
+    const char *subject;
+    const char *text;
+    const char *html;
+    const char *message_id; /* stable id so a resend is recognizable; NULL = generated */
+} usher_mail;
+
+/* Sends m; classifies like usher_http (SMTP 4xx and connection errors retry, 5xx fail). */
+usher_result usher_smtp_send(usher_ctx *ctx, const usher_mail *m);
+
 /* --- idempotency markers ----------------------------------------------------------------- */
 
 /* Before an external side effect: returns 1 if this handler already completed this event id
