@@ -638,6 +638,8 @@ static const cfg_key usher_keys[] = {
     KEY_ENUM("ordering", usher_config, ordering, "key", ordering_names),
     KEY_INT("drain_timeout_ms", K_I64, usher_config, drain_timeout_ms, "8000", 0, MS_HOUR),
     KEY_INT("commit_interval_ms", K_I64, usher_config, commit_interval_ms, "1000", 1, MS_HOUR),
+    KEY_INT("report_interval_ms", K_I64, usher_config, report_interval_ms, "5000", 100, MS_HOUR),
+    KEY_INT("stuck_after_ms", K_I64, usher_config, stuck_after_ms, "60000", 1000, MS_DAY),
     KEY_ENUM("log_level", usher_config, log_level, "info", log_level_names),
     KEY_INT("retry_initial_ms", K_I64, usher_config, retry.initial_ms, "200", 1, MS_DAY),
     KEY_INT("retry_max_ms", K_I64, usher_config, retry.max_ms, "30000", 1, MS_DAY),

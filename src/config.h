@@ -64,6 +64,8 @@ typedef struct usher_config {
     usher_ordering ordering;   /* default key */
     int64_t drain_timeout_ms;  /* budget to finish in-flight work on revoke / shutdown, 8000 */
     int64_t commit_interval_ms;/* periodic async commit, 1000 */
+    int64_t report_interval_ms;/* liveness and lag written to Redis, 5000 */
+    int64_t stuck_after_ms;    /* a partition with lag and no commit progress this long is stuck */
     usher_log_level log_level; /* default info */
     usher_retry_policy retry;  /* defaults for every handler: 200, 30000, 0, 600000 */
 

@@ -18,9 +18,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "consumer.h"
 #include "log.h"
 #include "pipeline.h"
+#include "report.h"
 
 typedef struct usher_consumer {
     usher_app *app;
@@ -29,6 +32,7 @@ typedef struct usher_consumer {
     usher_partition **parts; /* the current assignment; poll thread only */
     size_t nparts, cap;
     int64_t drain_deadline;  /* set during shutdown so a close-time revoke shares the budget */
+    usher_reporter *reporter;
 } usher_consumer;
 
 static volatile sig_atomic_t stop_signal;
@@ -170,6 +174,75 @@ static void drain(usher_consumer *c, usher_partition **ps, size_t n, int64_t dea
     pthread_mutex_unlock(&app->drain_lock);
 }
 
+/* Builds the lag snapshot of the current assignment (see report.h) and marks partitions
+ * that have lag but whose committed offset has not moved for stuck_after_ms. */
+static usher_part_report *snapshot(usher_consumer *c, size_t *n)
+{
+    usher_part_report *out = calloc(c->nparts ? c->nparts : 1, sizeof(*out));
+    int64_t now = usher_now_ms();
+
+    *n = 0;
+    if (out == NULL)
+        return NULL;
+    for (size_t i = 0; i < c->nparts; i++) {
+        usher_partition *p = c->parts[i];
+        usher_part_report *r = &out[(*n)++];
+        int64_t lo = -1, hi = -1, committed = atomic_load(&p->committed);
+
+        snprintf(r->topic, sizeof(r->topic), "%s", p->topic);
+        r->partition = p->partition;
+        if (committed <= 0)
+            committed = p->stats_committed;
+        rd_kafka_get_watermark_offsets(c->rk, p->topic, p->partition, &lo, &hi);
+        r->committed = committed;
+        r->end = hi >= 0 ? hi : p->stats_end;
+        if (committed != p->progress_committed) {
+            p->progress_committed = committed;
+            p->progress_at_ms = now;
+        }
+        r->stuck = r->end > committed && committed >= 0 &&
+                   now - p->progress_at_ms >= c->app->cfg->stuck_after_ms;
+        if (r->stuck)
+            usher_warn("%s[%" PRId32 "] is stuck: committed %" PRId64 " of %" PRId64
+                       " and no progress for %" PRId64 " ms", p->topic, p->partition, committed,
+                       r->end, now - p->progress_at_ms);
+    }
+    return out;
+}
+
+/* librdkafka statistics: the committed and high-watermark offsets of our partitions, then a
+ * liveness and lag report for the reporter thread. Runs on the poll thread. */
+static int on_stats(rd_kafka_t *rk, char *json, size_t json_len, void *opaque)
+{
+    usher_consumer *c = opaque;
+    json_t *root = json_loadb(json, json_len, 0, NULL);
+    size_t n = 0;
+
+    (void)rk;
+    for (size_t i = 0; root != NULL && i < c->nparts; i++) {
+        usher_partition *p = c->parts[i];
+        char pid[16];
+        snprintf(pid, sizeof(pid), "%" PRId32, p->partition);
+        json_t *tp = json_object_get(
+            json_object_get(json_object_get(json_object_get(root, "topics"), p->topic),
+                            "partitions"), pid);
+        json_int_t committed = json_integer_value(json_object_get(tp, "committed_offset"));
+        json_int_t hi = json_integer_value(json_object_get(tp, "hi_offset"));
+        if (tp != NULL && committed >= 0)
+            p->stats_committed = committed;
+        if (tp != NULL && hi >= 0)
+            p->stats_end = hi;
+    }
+    json_decref(root);
+    if (c->reporter != NULL) {
+        usher_part_report *snap = snapshot(c, &n);
+        if (snap != NULL)
+            usher_reporter_publish(c->reporter, snap, n, atomic_load(&c->app->inflight));
+        free(snap);
+    }
+    return 0; /* librdkafka frees json */
+}
+
 /* Cooperative rebalance: assign adds trackers; revoke stops, drains, commits and releases. */
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
@@ -299,6 +372,7 @@ static rd_kafka_conf_t *consumer_conf(usher_consumer *c, char *errstr, size_t er
 {
     const usher_config *cfg = c->app->cfg;
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char interval[32];
     const char *fixed[][2] = {
         { "bootstrap.servers", cfg->bootstrap_servers },
         { "group.id", cfg->group_id },
@@ -315,6 +389,10 @@ static rd_kafka_conf_t *consumer_conf(usher_consumer *c, char *errstr, size_t er
         rd_kafka_conf_set(conf, "queued.min.messages", "10000", errstr, errstr_size) !=
             RD_KAFKA_CONF_OK)
         goto fail;
+    snprintf(interval, sizeof(interval), "%" PRId64, cfg->report_interval_ms);
+    if (rd_kafka_conf_set(conf, "statistics.interval.ms", interval, errstr, errstr_size) !=
+        RD_KAFKA_CONF_OK)
+        goto fail;
     for (size_t i = 0; i < cfg->kafka_props.count; i++) {
         const usher_kv *kv = &cfg->kafka_props.items[i];
         if (rd_kafka_conf_set(conf, kv->key, kv->value, errstr, errstr_size) != RD_KAFKA_CONF_OK)
@@ -326,6 +404,7 @@ static rd_kafka_conf_t *consumer_conf(usher_consumer *c, char *errstr, size_t er
             goto fail;
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
     rd_kafka_conf_set_offset_commit_cb(conf, on_commit);
+    rd_kafka_conf_set_stats_cb(conf, on_stats);
     rd_kafka_conf_set_opaque(conf, c);
     return conf;
 fail:
@@ -442,6 +521,7 @@ int usher_run(const usher_config *cfg, usher_registry *reg)
         goto out;
     }
     workers_started = 1;
+    c.reporter = usher_reporter_start(cfg, &app.redis);
     topics = rd_kafka_topic_partition_list_new((int)cfg->topic_count);
     for (size_t i = 0; i < cfg->topic_count; i++)
         rd_kafka_topic_partition_list_add(topics, cfg->topics[i], RD_KAFKA_PARTITION_UA);
@@ -468,6 +548,13 @@ int usher_run(const usher_config *cfg, usher_registry *reg)
     pthread_mutex_unlock(&app.drain_lock);
     if (rc == 0)
         commit_positions(&c, NULL, 0, true);
+    if (c.reporter != NULL) {
+        size_t n = 0;
+        usher_part_report *snap = snapshot(&c, &n);
+        usher_reporter_stop(c.reporter, snap, n);
+        free(snap);
+        c.reporter = NULL;
+    }
 
 out:
     atomic_store(&app.quit, true);
@@ -477,6 +564,8 @@ out:
         if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
             usher_warn("consumer close: %s", rd_kafka_err2str(err));
     }
+    if (c.reporter != NULL)
+        usher_reporter_stop(c.reporter, NULL, 0);
     if (workers_started)
         usher_workers_join(&app);
     if (app.dlq != NULL)

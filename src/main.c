@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <curl/curl.h>
 #include <librdkafka/rdkafka.h>
 
 #include "config.h"
@@ -161,7 +162,9 @@ int main(int argc, char **argv)
             return 0;
         }
         usher_log_set_level(cfg.log_level);
+        curl_global_init(CURL_GLOBAL_DEFAULT); /* before any worker thread exists */
         rc = usher_run(&cfg, &reg);
+        curl_global_cleanup();
         usher_config_free(&cfg);
         return rc;
     }

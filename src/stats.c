@@ -1,6 +1,7 @@
 /* stats.c — see stats.h. The key schema is documented in README.md. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <jansson.h>
 
@@ -47,8 +48,61 @@ static json_t *hash_to_json(redisContext *c, const char *key, int *failed)
     return o;
 }
 
+/* Reads a HASH whose values are JSON objects (see report.h) into a JSON object. */
+static json_t *json_hash(redisContext *c, const char *key, int *failed)
+{
+    redisReply *r = command(c, "HGETALL %s%s", key, "");
+    json_t *o = json_object();
+
+    if (r == NULL) {
+        *failed = 1;
+        return o;
+    }
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        json_t *v = json_loads(r->element[i + 1]->str, 0, NULL);
+        if (json_is_object(v))
+            json_object_set_new(o, r->element[i]->str, v);
+        else
+            json_decref(v);
+    }
+    freeReplyObject(r);
+    return o;
+}
+
+/* Adds "members" (each with "alive": seen within three report intervals), "lag" per
+ * partition and "lag_total". */
+static void collect_liveness(redisContext *c, const char *prefix, int64_t interval_ms,
+                             json_t *root, int *failed)
+{
+    char key[512];
+    const char *name;
+    json_t *v, *members, *lag;
+    json_int_t total = 0;
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    json_int_t now = (json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    snprintf(key, sizeof(key), "%s:members", prefix);
+    members = json_hash(c, key, failed);
+    json_object_foreach(members, name, v) {
+        json_int_t seen = json_integer_value(json_object_get(v, "last_seen_ms"));
+        json_object_set_new(v, "alive", json_boolean(now - seen <= 3 * interval_ms));
+    }
+    snprintf(key, sizeof(key), "%s:lag", prefix);
+    lag = json_hash(c, key, failed);
+    json_object_foreach(lag, name, v) {
+        json_int_t l = json_integer_value(json_object_get(v, "lag"));
+        if (l > 0)
+            total += l;
+    }
+    json_object_set_new(root, "members", members);
+    json_object_set_new(root, "lag", lag);
+    json_object_set_new(root, "lag_total", json_integer(total));
+}
+
 /* Collects everything into one JSON document. */
-static json_t *collect(redisContext *c, const char *prefix, const char *only_day, int *failed)
+static json_t *collect(redisContext *c, const char *prefix, const char *only_day,
+                       int64_t report_interval_ms, int *failed)
 {
     json_t *root = json_object(), *events = json_object(), *uu = json_object();
     json_t *handlers = json_object();
@@ -117,6 +171,7 @@ static json_t *collect(redisContext *c, const char *prefix, const char *only_day
         freeReplyObject(r);
     snprintf(key, sizeof(key), "%s:dead_letter_reasons", prefix);
     json_object_set_new(root, "dead_letter_reasons", hash_to_json(c, key, failed));
+    collect_liveness(c, prefix, report_interval_ms, root, failed);
     return root;
 }
 
@@ -153,6 +208,20 @@ static void print_text(const json_t *root, FILE *out)
             (long long)json_integer_value(json_object_get(root, "dead_lettered")));
     json_object_foreach(json_object_get(root, "dead_letter_reasons"), name, v)
         fprintf(out, "  %-26s %10lld\n", name, (long long)json_integer_value(v));
+    fprintf(out, "\nmembers\n");
+    json_object_foreach(json_object_get(root, "members"), name, v)
+        fprintf(out, "  %-32s %-5s partitions %lld, in flight %lld\n", name,
+                json_is_true(json_object_get(v, "alive")) ? "alive" : "gone",
+                (long long)json_integer_value(json_object_get(v, "partitions")),
+                (long long)json_integer_value(json_object_get(v, "inflight")));
+    fprintf(out, "\nlag per partition (total %lld)\n",
+            (long long)json_integer_value(json_object_get(root, "lag_total")));
+    json_object_foreach(json_object_get(root, "lag"), name, v)
+        fprintf(out, "  %-32s lag %10lld  committed %10lld  end %10lld%s\n", name,
+                (long long)json_integer_value(json_object_get(v, "lag")),
+                (long long)json_integer_value(json_object_get(v, "committed")),
+                (long long)json_integer_value(json_object_get(v, "end")),
+                json_is_true(json_object_get(v, "stuck")) ? "  STUCK" : "");
 }
 
 int usher_stats(const usher_config *cfg, bool json, const char *day, FILE *out)
@@ -174,7 +243,7 @@ int usher_stats(const usher_config *cfg, bool json, const char *day, FILE *out)
         fprintf(stderr, "usher: %s\n", err);
         goto out;
     }
-    root = collect(c, cfg->key_prefix, day, &failed);
+    root = collect(c, cfg->key_prefix, day, cfg->report_interval_ms, &failed);
     if (failed)
         goto out;
     if (json) {

@@ -23,6 +23,7 @@ usher_partition *usher_partition_new(const char *topic, int32_t partition)
     atomic_init(&p->pending, 0);
     atomic_init(&p->revoked, false);
     atomic_init(&p->refs, 1);
+    p->stats_committed = p->stats_end = p->progress_committed = -1;
     return p;
 }
 

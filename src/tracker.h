@@ -28,6 +28,11 @@ typedef struct usher_partition {
     atomic_int pending;           /* records queued or running */
     atomic_bool revoked;          /* stop starting new work for this partition */
     atomic_int refs;
+
+    /* Lag reporting (poll thread only): the latest statistics, and when the committed offset
+     * last moved. */
+    int64_t stats_committed, stats_end;
+    int64_t progress_committed, progress_at_ms;
 } usher_partition;
 
 /* Returns a new partition tracker with one reference, or NULL on allocation failure. */
