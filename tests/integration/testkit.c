@@ -37,7 +37,8 @@
 #define DAY_MS 86400000LL
 /* 2026-01-01T00:00:00Z: the first day produce-signups spreads events over. */
 #define SIGNUP_EPOCH_MS 1767225600000LL
-/* Clerk/Svix test secret: the svix-signature headers are real HMACs under this key. */
+/* Clerk/Svix test secret: the svix-signature headers are real v1 HMACs under these key bytes,
+ * i.e. the Svix signing secret "whsec_VEVTVC1PTkxZLWNsZXJrLXN2aXgtc2VjcmV0LTAwMDA=". */
 #define SVIX_TEST_SECRET "TEST-ONLY-clerk-svix-secret-0000"
 
 /* ------------------------------------------------------------------------------------- */
