@@ -175,7 +175,12 @@ static json_t *collect(redisContext *c, const char *prefix, const char *only_day
     return root;
 }
 
-/* Prints the document as aligned text for a person. */
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Prints the document as aligned text for a person, days in order. */
 static void print_text(const json_t *root, FILE *out)
 {
     const char *name, *day;
@@ -187,12 +192,22 @@ static void print_text(const json_t *root, FILE *out)
     json_object_foreach(json_object_get(root, "events"), name, v) {
         fprintf(out, "  %-26s total %10lld\n", name,
                 (long long)json_integer_value(json_object_get(v, "total")));
-        json_object_foreach(json_object_get(v, "days"), day, d) {
+        json_t *days = json_object_get(v, "days");
+        size_t nd = json_object_size(days), k = 0;
+        const char **sorted = calloc(nd ? nd : 1, sizeof(*sorted));
+        if (sorted == NULL)
+            continue;
+        json_object_foreach(days, day, d)
+            sorted[k++] = day;
+        qsort(sorted, nd, sizeof(*sorted), cmp_str);
+        for (k = 0; k < nd; k++) {
             json_t *u = json_object_get(json_object_get(json_object_get(root, "unique_users"),
-                                                        name), day);
-            fprintf(out, "  %-26s %-10s %10lld   unique users ~%lld\n", "", day,
-                    (long long)json_integer_value(d), (long long)json_integer_value(u));
+                                                        name), sorted[k]);
+            fprintf(out, "  %-26s %-10s %10lld   unique users ~%lld\n", "", sorted[k],
+                    (long long)json_integer_value(json_object_get(days, sorted[k])),
+                    (long long)json_integer_value(u));
         }
+        free(sorted);
     }
     fprintf(out, "\nhandlers                          ok    retried     failed dead_lettered"
                  "    skipped\n");

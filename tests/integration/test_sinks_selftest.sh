@@ -82,8 +82,8 @@ r1="$("${C[@]}" -H 'Content-Type: application/json' -d "$up" "$H/crm/v3/objects/
 r2="$("${C[@]}" -H 'Content-Type: application/json' -d "$up" "$H/crm/v3/objects/contacts/batch/upsert")"
 jq -e '.status=="COMPLETE" and (.results|length)==1 and .results[0].new==true
        and .results[0].properties.email=="a@example.org"' <<<"$r1" >/dev/null || fail "upsert answer: $r1"
-[ "$(jq -r '.results[0].id' <<<"$r1")" = "$(jq -r '.results[0].id' <<<"$r2")" ] &&
-  jq -e '.results[0].new==false' <<<"$r2" >/dev/null || fail "upsert ids not stable: $r1 / $r2"
+jq -e --argjson a "$r1" '.results[0].id==$a.results[0].id and .results[0].new==false' \
+  <<<"$r2" >/dev/null || fail "upsert ids not stable: $r1 / $r2"
 [ "$(hcode -d 'not json' "$H/crm/v3/objects/contacts/batch/upsert")" = 400 ] || fail "bad upsert body not 400"
 
 log "http: status 500 with count 2 -> 500, 500, 200 (all three logged)"
@@ -218,13 +218,13 @@ send b@example.org a4 || fail "reset did not turn AUTH off"
 log "smtp: AUTH from start-up (SINKS_SMTP_AUTH), env.sh updated"
 "$SINKS" stop "$T/sinks"
 SINKS_SMTP_AUTH='boot:pw d' start_sinks
-[ "${SMTP_AUTH_USER:-}" = boot ] && [ "${SMTP_AUTH_PASSWORD:-}" = 'pw d' ] || fail "env.sh lacks SMTP_AUTH_*"
+[ "${SMTP_AUTH_USER:-}:${SMTP_AUTH_PASSWORD:-}" = 'boot:pw d' ] || fail "env.sh lacks SMTP_AUTH_*"
 send b@example.org b0 && fail "start-up AUTH not enforced"
 send b@example.org b1 --user 'boot:pw d' || fail "start-up AUTH rejected correct credentials"
 [ "$(nmail 'true')" = 1 ] || fail "restart did not start with an empty maildir"
 "$SINKS" stop "$T/sinks"
 "$SINKS" stop "$T/sinks"   # idempotent
-[ ! -f "$T/sinks/smtp_sink.pid" ] && [ ! -f "$T/sinks/http_sink.pid" ] || fail "pid files left"
+if [ -f "$T/sinks/smtp_sink.pid" ] || [ -f "$T/sinks/http_sink.pid" ]; then fail "pid files left"; fi
 
 OK=1
 log "PASS"
