@@ -494,10 +494,6 @@ int usher_run(const usher_config *cfg, usher_registry *reg)
     }
     app.redis.connect_timeout_ms = cfg->redis_connect_timeout_ms;
     app.redis.command_timeout_ms = cfg->redis_command_timeout_ms;
-    if (usher_registry_init(reg, errstr, sizeof(errstr)) != 0) {
-        usher_err("%s", errstr);
-        goto out;
-    }
     if (cfg->dlq_topic != NULL && (app.dlq = usher_dlq_new(&app, errstr, sizeof(errstr))) == NULL) {
         usher_err("dead-letter producer: %s", errstr);
         goto out;

@@ -7,8 +7,8 @@
 
 /* Joins the group and processes records until SIGTERM/SIGINT, then drains in-flight work
  * within cfg->drain_timeout_ms, commits, leaves the group and returns 0. Returns 1 on a
- * runtime failure (a fatal Kafka error, a handler that cannot initialize). reg must be
- * resolved (usher_registry_resolve); this function initializes and frees it. */
+ * runtime failure (a fatal Kafka error). reg must be resolved and initialized
+ * (usher_registry_resolve, usher_registry_init); this function frees it. */
 int usher_run(const usher_config *cfg, usher_registry *reg);
 
 #endif

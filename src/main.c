@@ -44,8 +44,9 @@ static const char stats_help[] =
     "Prints event counts (per type, per UTC day of the event), unique users per day,\n"
     "handler outcomes and dead letters from Redis.\n";
 
-/* Loads the config and resolves its handlers; prints errors. Returns 0 or 2. */
-static int load(const char *path, usher_config *cfg, usher_registry *reg)
+/* Loads the config, resolves its handlers and, when init is set, initializes them (handlers
+ * read files and check values there, but connect nowhere). Prints errors; returns 0 or 2. */
+static int load(const char *path, usher_config *cfg, usher_registry *reg, bool init)
 {
     char err[1024];
 
@@ -55,6 +56,12 @@ static int load(const char *path, usher_config *cfg, usher_registry *reg)
     }
     if (usher_registry_resolve(cfg, reg, err, sizeof(err)) != 0) {
         fprintf(stderr, "%s\n", err);
+        usher_config_free(cfg);
+        return 2;
+    }
+    if (init && usher_registry_init(reg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s: %s\n", path, err);
+        usher_registry_free(reg);
         usher_config_free(cfg);
         return 2;
     }
@@ -153,7 +160,7 @@ int main(int argc, char **argv)
                                NULL, NULL)) >= 0)
             return rc;
         config = usher_config_path(config);
-        if ((rc = load(config, &cfg, &reg)) != 0)
+        if ((rc = load(config, &cfg, &reg, true)) != 0)
             return rc;
         if (!run) {
             printf("%s: ok (%zu handler(s) enabled)\n", config, reg.count);
@@ -172,7 +179,7 @@ int main(int argc, char **argv)
         if ((rc = parse_common(argc - 1, argv + 1, stats_help, &config, &json, &day, NULL)) >= 0)
             return rc;
         config = usher_config_path(config);
-        if ((rc = load(config, &cfg, &reg)) != 0)
+        if ((rc = load(config, &cfg, &reg, false)) != 0)
             return rc;
         usher_registry_free(&reg);
         rc = usher_stats(&cfg, json, day, stdout);
@@ -192,7 +199,7 @@ int main(int argc, char **argv)
                                &filter)) >= 0)
             return rc;
         config = usher_config_path(config);
-        if ((rc = load(config, &cfg, &reg)) != 0)
+        if ((rc = load(config, &cfg, &reg, false)) != 0)
             return rc;
         usher_registry_free(&reg);
         usher_log_set_level(cfg.log_level);

@@ -226,12 +226,35 @@ static void id_safe(const char *s, char *out, size_t n)
     out[w] = 0;
 }
 
+/* A copy of s with every line break as CRLF (MIME's canonical form; a bare LF would be
+ * encoded as =0A). NULL when out of memory. */
+static char *to_crlf(const char *s)
+{
+    size_t n = 0, w = 0;
+    char *out;
+
+    for (const char *p = s; *p; p++)
+        n += *p == '\n' ? 2 : 1;
+    if ((out = malloc(n + 1)) == NULL)
+        return NULL;
+    for (const char *p = s; *p; p++) {
+        if (*p == '\r')
+            continue;
+        if (*p == '\n')
+            out[w++] = '\r';
+        out[w++] = *p;
+    }
+    out[w] = 0;
+    return out;
+}
+
 usher_result usher_smtp_send(usher_ctx *ctx, const usher_mail *m)
 {
     usher_transport *t = usher_ctx_transport(ctx);
     struct curl_slist *hdrs = NULL, *rcpt = NULL;
     curl_mime *mime = NULL, *alt = NULL;
     curl_mimepart *part = NULL;
+    char *text_crlf = NULL, *html_crlf = NULL;
     usher_result r = USHER_RETRY;
     char line[2048], text[1200], from[300], to[300], date[64], mid[300];
     long code = 0;
@@ -272,15 +295,21 @@ usher_result usher_smtp_send(usher_ctx *ctx, const usher_mail *m)
              m->message_id ? 0L : (long)now);
     hdrs = curl_slist_append(hdrs, line);
 
+    text_crlf = to_crlf(m->text ? m->text : "");
+    html_crlf = m->html ? to_crlf(m->html) : NULL;
+    if (text_crlf == NULL || (m->html != NULL && html_crlf == NULL)) {
+        usher_set_reason(ctx, "out_of_memory");
+        goto done;
+    }
     mime = curl_mime_init(t->smtp);
     alt = curl_mime_init(t->smtp);
     part = curl_mime_addpart(alt);
-    curl_mime_data(part, m->text ? m->text : "", CURL_ZERO_TERMINATED);
+    curl_mime_data(part, text_crlf, CURL_ZERO_TERMINATED);
     curl_mime_type(part, "text/plain; charset=UTF-8");
     curl_mime_encoder(part, "quoted-printable");
     if (m->html != NULL) {
         part = curl_mime_addpart(alt);
-        curl_mime_data(part, m->html, CURL_ZERO_TERMINATED);
+        curl_mime_data(part, html_crlf, CURL_ZERO_TERMINATED);
         curl_mime_type(part, "text/html; charset=UTF-8");
         curl_mime_encoder(part, "quoted-printable");
     }
@@ -317,8 +346,11 @@ usher_result usher_smtp_send(usher_ctx *ctx, const usher_mail *m)
         r = usher_classify_curl(rc);
         usher_set_reason(ctx, "smtp_%s", curl_word(rc));
     }
+done:
     curl_mime_free(mime);
     curl_slist_free_all(hdrs);
     curl_slist_free_all(rcpt);
+    free(text_crlf);
+    free(html_crlf);
     return r;
 }

@@ -70,8 +70,9 @@ typedef struct usher_handler {
     const char *default_events;          /* comma list, "*" for all; used when config is silent */
     const usher_config_key *config_keys; /* terminated by an entry with name == NULL; may be NULL */
 
-    /* Optional. Builds the handler's state from its config. Returns 0, or -1 with errstr set
-     * (usher then refuses to start). */
+    /* Optional. Builds the handler's state from its config (read files, check values; connect
+     * nowhere: `usher check-config` runs it too). Returns 0, or -1 with errstr set, which
+     * check-config and run report as a configuration error (exit 2). */
     int (*init)(const usher_handler_conf *conf, void **state, char *errstr, size_t errstr_size);
     /* Required. Processes one event. */
     usher_result (*handle)(usher_ctx *ctx, const usher_event *ev, void *state);
@@ -196,7 +197,9 @@ usher_result usher_smtp_send(usher_ctx *ctx, const usher_mail *m);
  * USHER_RETRY). */
 int usher_once_done_before(usher_ctx *ctx, const usher_event *ev);
 /* After the side effect succeeded: records it for ttl_seconds (0 = 30 days). Returns 0, or -1
- * if Redis is unreachable (return USHER_RETRY: the side effect may then repeat once). */
+ * if Redis is unreachable. Either way return USHER_OK then: the side effect did happen, and
+ * returning USHER_RETRY would repeat it at once; a lost marker only risks one repeat if the
+ * record is later redelivered. */
 int usher_once_mark(usher_ctx *ctx, const usher_event *ev, long ttl_seconds);
 
 #ifdef __cplusplus

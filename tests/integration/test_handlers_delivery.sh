@@ -47,7 +47,7 @@ EOF
 # parser reads the stored messages, so headers and quoted-printable bodies are decoded for real).
 check_deliveries() {
   /usr/bin/python3 - "$SMTP_MAILDIR" "$HTTP_SINK_LOG" "$N" "$SEED" "$TOKEN" <<'PY' || fail "deliveries wrong (see above)"
-import email, email.policy, email.utils, json, os, sys
+import email, email.policy, email.utils, json, os, re, sys
 maildir, http_log, n, seed, token = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
 errors = []
 def err(m):
@@ -66,8 +66,9 @@ for e in index:
     addr = rcpt[0]
     seen[addr] = seen.get(addr, 0) + 1
     if addr not in expected: err(f"message {e['seq']} to unexpected {addr}"); continue
-    msg = email.message_from_bytes(open(os.path.join(maildir, e["file"]), "rb").read(),
-                                   policy=email.policy.default)
+    raw = open(os.path.join(maildir, e["file"]), "rb").read()
+    if re.search(rb"(?<!\r)\n", raw) or b"=0A" in raw: err(f"{addr}: bare LF line break in the message")
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
     want = expected[addr]
     to_name, to_addr = email.utils.parseaddr(str(msg["To"]))
     if to_addr != addr: err(f"{addr}: To header address {to_addr!r}")
@@ -76,8 +77,8 @@ for e in index:
     if email.utils.parseaddr(str(msg["From"])) != ("Example Team", "welcome@example.com"):
         err(f"{addr}: From {msg['From']!r}")
     if e["mail_from"] != "welcome@example.com": err(f"{addr}: envelope from {e['mail_from']!r}")
-    text = msg.get_body(("plain",)).get_content()
-    html = msg.get_body(("html",)).get_content()
+    text = msg.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    html = msg.get_body(("html",)).get_content().replace("\r\n", "\n")
     if not text.startswith(f"Hi {want or 'there'},\n"): err(f"{addr}: text body starts {text[:40]!r}")
     if addr not in text or f"<strong>{addr}</strong>" not in html: err(f"{addr}: address missing in body")
     if f"<p>Hi {want or 'there'},</p>" not in html: err(f"{addr}: html greeting wrong")
