@@ -1,14 +1,19 @@
 /*
  * signup_counters — live event metrics in Redis, exact under redelivery.
  *
- * For every event it wants (default: all types) it adds, in one atomic Lua script:
+ * For every event it wants (default: all types) it maintains:
  *   PREFIX:events:<type>            HASH  total -> N, <YYYY-MM-DD> -> N   (UTC day of the event)
  *   PREFIX:uu:<type>:<YYYY-MM-DD>   HyperLogLog of user ids (unique users per day)
- * Exactly once: the script first records "<offset>:<index>" in the partition's fence
+ *
+ * Exactly once: before counting an event, the script adds "<offset>:<index>" to its partition's
+ * fence
  *   PREFIX:applied:<topic>:<partition>  ZSET member "<offset>:<event index>", score offset
- * and does nothing if it is already there, so a record redelivered after a crash or a rebalance
- * is not counted twice. Entries below the partition's committed offset can never be
- * redelivered, so the script trims them: the fence stays as small as what is in flight.
+ * and counts the event only if it was not there, so a record redelivered after a crash or a
+ * rebalance is not counted twice. Offsets below the partition's committed offset can never be
+ * redelivered, so the script trims them: a fence holds about what is in flight.
+ *
+ * It is a batch handler: one script call applies a whole batch of events (from any records and
+ * partitions) in one round trip, adding up the counts per type and day inside Redis.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -20,16 +25,44 @@
 
 #include "usher/handler.h"
 
+/* KEYS: the fences of the batch's partitions. ARGV: key prefix; one committed offset per
+ * fence; then per event: fence index, member, offset, type, day, user id ("" = none). Counter
+ * and HyperLogLog keys derive from the prefix (usher does not support Redis Cluster). Returns
+ * how many events were new. */
 static const char count_script[] =
-    "local committed = tonumber(ARGV[3])\n"
-    "if committed > 0 then\n"
-    "  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. committed)\n"
+    "local nf = #KEYS\n"
+    "local prefix = ARGV[1]\n"
+    "for i = 1, nf do\n"
+    "  local c = tonumber(ARGV[1 + i])\n"
+    "  if c > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. c) end\n"
     "end\n"
-    "if redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1]) == 0 then return 0 end\n"
-    "redis.call('HINCRBY', KEYS[2], 'total', 1)\n"
-    "redis.call('HINCRBY', KEYS[2], ARGV[4], 1)\n"
-    "if ARGV[5] ~= '' then redis.call('PFADD', KEYS[3], ARGV[5]) end\n"
-    "return 1\n";
+    "local counts, users, new = {}, {}, 0\n"
+    "for a = nf + 2, #ARGV, 6 do\n"
+    "  if redis.call('ZADD', KEYS[tonumber(ARGV[a])], 'NX', ARGV[a + 2], ARGV[a + 1]) == 1 then\n"
+    "    local td = ARGV[a + 3] .. ':' .. ARGV[a + 4]\n"
+    "    counts[td] = (counts[td] or 0) + 1\n"
+    "    if ARGV[a + 5] ~= '' then\n"
+    "      users[td] = users[td] or {}\n"
+    "      table.insert(users[td], ARGV[a + 5])\n"
+    "    end\n"
+    "    new = new + 1\n"
+    "  end\n"
+    "end\n"
+    "local totals = {}\n"
+    "for td, n in pairs(counts) do\n"
+    "  local t, d = string.match(td, '^(.*):([^:]*)$')\n"
+    "  redis.call('HINCRBY', prefix .. ':events:' .. t, d, n)\n"
+    "  totals[t] = (totals[t] or 0) + n\n"
+    "end\n"
+    "for t, n in pairs(totals) do redis.call('HINCRBY', prefix .. ':events:' .. t, 'total', n) end\n"
+    "for td, list in pairs(users) do\n"
+    "  for i = 1, #list, 1000 do\n"
+    "    redis.call('PFADD', prefix .. ':uu:' .. td, unpack(list, i, math.min(i + 999, #list)))\n"
+    "  end\n"
+    "end\n"
+    "return new\n";
+
+#define ARGS_PER_EVENT 6
 
 /* Formats the UTC day of an epoch-ms time as YYYY-MM-DD. */
 static void utc_day(int64_t ms, char day[11])
@@ -64,7 +97,8 @@ static void destroy(void *state)
     free(state);
 }
 
-/* Runs the script by SHA, sending its text only when Redis does not know it yet. */
+/* Runs the script by SHA, sending its text only when Redis does not know it yet. argv[0..1]
+ * are filled here. */
 static redisReply *run_script(redisContext *c, const char *sha, int argc, const char **argv,
                               size_t *lens)
 {
@@ -85,42 +119,83 @@ static redisReply *run_script(redisContext *c, const char *sha, int argc, const 
     return redisCommandArgv(c, argc, argv, lens);
 }
 
-static usher_result handle(usher_ctx *ctx, const usher_event *ev, void *state)
+/* Per-event strings, formatted once. */
+typedef struct event_args {
+    char fence_index[24];
+    char member[48];
+    char offset[24];
+    char day[11];
+} event_args;
+
+static void handle_batch(usher_ctx *ctx, const usher_event *const *events, size_t n,
+                         usher_result *results, void *state)
 {
     const char *prefix = usher_ctx_key_prefix(ctx);
-    const char *type = usher_event_type_name(ev->type);
     redisContext *c = usher_redis(ctx);
     redisReply *r = NULL;
-    char fence[512], events_key[256], hll_key[256], member[48], offset[24], committed[24];
-    char day[11];
-    const char *argv[11];
-    size_t lens[11];
+    const usher_kafka_meta **fences = NULL; /* one per distinct topic/partition */
+    char (*fence_keys)[320] = NULL, (*committed)[24] = NULL;
+    event_args *ea = NULL;
+    const char **argv = NULL;
+    size_t *lens = NULL, nf = 0, argc = 0;
     usher_result res = USHER_RETRY;
 
     if (c == NULL) {
         usher_set_reason(ctx, "redis_unavailable");
-        return USHER_RETRY;
+        goto out;
     }
-    utc_day(ev->occurred_at_ms, day);
-    snprintf(fence, sizeof(fence), "%s:applied:%s:%" PRId32, prefix, ev->kafka->topic,
-             ev->kafka->partition);
-    snprintf(events_key, sizeof(events_key), "%s:events:%s", prefix, type);
-    snprintf(hll_key, sizeof(hll_key), "%s:uu:%s:%s", prefix, type, day);
-    snprintf(member, sizeof(member), "%" PRId64 ":%u", ev->kafka->offset, ev->index);
-    snprintf(offset, sizeof(offset), "%" PRId64, ev->kafka->offset);
-    snprintf(committed, sizeof(committed), "%" PRId64, usher_ctx_committed_offset(ctx));
-    argv[2] = "3";
-    argv[3] = fence;
-    argv[4] = events_key;
-    argv[5] = hll_key;
-    argv[6] = member;
-    argv[7] = offset;
-    argv[8] = committed;
-    argv[9] = day;
-    argv[10] = ev->user.id ? ev->user.id : "";
-    for (int i = 2; i < 11; i++)
+    fences = calloc(n, sizeof(*fences));
+    fence_keys = calloc(n, sizeof(*fence_keys));
+    committed = calloc(n, sizeof(*committed));
+    ea = calloc(n, sizeof(*ea));
+    argv = calloc(4 + 2 * n + ARGS_PER_EVENT * n, sizeof(*argv));
+    lens = calloc(4 + 2 * n + ARGS_PER_EVENT * n, sizeof(*lens));
+    if (!fences || !fence_keys || !committed || !ea || !argv || !lens) {
+        usher_set_reason(ctx, "out_of_memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const usher_kafka_meta *k = events[i]->kafka;
+        size_t f = 0;
+        while (f < nf && !(fences[f]->partition == k->partition &&
+                           strcmp(fences[f]->topic, k->topic) == 0))
+            f++;
+        if (f == nf) {
+            fences[nf] = k;
+            snprintf(fence_keys[nf], sizeof(fence_keys[0]), "%s:applied:%s:%" PRId32, prefix,
+                     k->topic, k->partition);
+            nf++;
+        }
+        if (k->committed_offset > fences[f]->committed_offset)
+            fences[f] = k; /* keep the newest committed offset seen for the partition */
+        snprintf(ea[i].fence_index, sizeof(ea[i].fence_index), "%zu", f + 1);
+        snprintf(ea[i].member, sizeof(ea[i].member), "%" PRId64 ":%u", k->offset,
+                 events[i]->index);
+        snprintf(ea[i].offset, sizeof(ea[i].offset), "%" PRId64, k->offset);
+        utc_day(events[i]->occurred_at_ms, ea[i].day);
+    }
+    argc = 2;
+    char nkeys[24];
+    snprintf(nkeys, sizeof(nkeys), "%zu", nf);
+    argv[argc++] = nkeys;
+    for (size_t f = 0; f < nf; f++)
+        argv[argc++] = fence_keys[f];
+    argv[argc++] = prefix;
+    for (size_t f = 0; f < nf; f++) {
+        snprintf(committed[f], sizeof(committed[0]), "%" PRId64, fences[f]->committed_offset);
+        argv[argc++] = committed[f];
+    }
+    for (size_t i = 0; i < n; i++) {
+        argv[argc++] = ea[i].fence_index;
+        argv[argc++] = ea[i].member;
+        argv[argc++] = ea[i].offset;
+        argv[argc++] = usher_event_type_name(events[i]->type);
+        argv[argc++] = ea[i].day;
+        argv[argc++] = events[i]->user.id ? events[i]->user.id : "";
+    }
+    for (size_t i = 2; i < argc; i++)
         lens[i] = strlen(argv[i]);
-    r = run_script(c, state, 11, argv, lens);
+    r = run_script(c, state, (int)argc, argv, lens);
     if (r == NULL || c->err) {
         usher_set_reason(ctx, "redis_io");
         usher_redis_broken(ctx);
@@ -134,9 +209,16 @@ static usher_result handle(usher_ctx *ctx, const usher_event *ev, void *state)
     }
     res = USHER_OK;
 out:
+    for (size_t i = 0; i < n; i++)
+        results[i] = res;
     if (r != NULL)
         freeReplyObject(r);
-    return res;
+    free(fences);
+    free(fence_keys);
+    free(committed);
+    free(ea);
+    free(argv);
+    free(lens);
 }
 
 const usher_handler usher_handler_signup_counters = {
@@ -146,6 +228,6 @@ const usher_handler usher_handler_signup_counters = {
     .default_events = "*",
     .config_keys = NULL,
     .init = init,
-    .handle = handle,
+    .handle_batch = handle_batch,
     .destroy = destroy,
 };

@@ -25,6 +25,9 @@
 #include "pipeline.h"
 #include "report.h"
 
+/* Records taken from librdkafka per poll-loop turn. */
+#define POLL_BATCH 512
+
 typedef struct usher_consumer {
     usher_app *app;
     rd_kafka_t *rk;
@@ -322,8 +325,9 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
 }
 
-/* Wraps a record into an item and hands it to a lane; takes ownership of msg. */
-static void dispatch(usher_consumer *c, rd_kafka_message_t *msg)
+/* Wraps a record into an item counted in its partition's tracker; takes ownership of msg.
+ * Returns NULL (msg destroyed) when the partition is not ours any more. */
+static usher_item *wrap(usher_consumer *c, rd_kafka_message_t *msg)
 {
     const char *topic = rd_kafka_topic_name(msg->rkt);
     usher_partition *p = find_part(c, topic, msg->partition, NULL);
@@ -333,7 +337,7 @@ static void dispatch(usher_consumer *c, rd_kafka_message_t *msg)
 
     if (p == NULL || atomic_load(&p->revoked)) {
         rd_kafka_message_destroy(msg); /* not ours (any more): the owner reads it again */
-        return;
+        return NULL;
     }
     it = calloc(1, sizeof(*it));
     if (it == NULL)
@@ -364,7 +368,7 @@ static void dispatch(usher_consumer *c, rd_kafka_message_t *msg)
         abort();
     atomic_fetch_add(&p->pending, 1);
     atomic_fetch_add(&c->app->inflight, 1);
-    usher_workers_dispatch(c->app, it);
+    return it;
 }
 
 /* Builds the consumer configuration: the user's pass-through keys, then what usher needs. */
@@ -383,10 +387,12 @@ static rd_kafka_conf_t *consumer_conf(usher_consumer *c, char *errstr, size_t er
     };
 
     /* Bounded prefetch (the user may override): with msgq back-pressure this is what bounds
-     * memory while workers are behind. */
-    if (rd_kafka_conf_set(conf, "queued.max.messages.kbytes", "4096", errstr, errstr_size) !=
+     * memory while workers are behind. The thresholds apply to msgq as a whole (partition
+     * queues are forwarded to it), and librdkafka 2.0.2 re-checks a full queue only about once
+     * a second, so the prefetch must hold about a second of processing: 32 MiB. */
+    if (rd_kafka_conf_set(conf, "queued.max.messages.kbytes", "32768", errstr, errstr_size) !=
             RD_KAFKA_CONF_OK ||
-        rd_kafka_conf_set(conf, "queued.min.messages", "10000", errstr, errstr_size) !=
+        rd_kafka_conf_set(conf, "queued.min.messages", "100000", errstr, errstr_size) !=
             RD_KAFKA_CONF_OK)
         goto fail;
     snprintf(interval, sizeof(interval), "%" PRId64, cfg->report_interval_ms);
@@ -412,13 +418,16 @@ fail:
     return NULL;
 }
 
-/* Dispatches a record, or reports a consumer error. Returns 1 on a fatal error. */
-static int handle_message(usher_consumer *c, rd_kafka_message_t *msg)
+/* Takes a polled message: a record is wrapped and appended to items[*n]; an error is
+ * reported. Returns 1 on a fatal error. */
+static int take(usher_consumer *c, rd_kafka_message_t *msg, usher_item **items, size_t *n)
 {
     char errstr[512];
 
     if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        dispatch(c, msg);
+        usher_item *it = wrap(c, msg);
+        if (it != NULL)
+            items[(*n)++] = it;
         return 0;
     }
     if (rd_kafka_fatal_error(c->rk, errstr, sizeof(errstr)) != RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -436,34 +445,44 @@ static int poll_loop(usher_consumer *c)
 {
     const usher_config *cfg = c->app->cfg;
     int64_t next_commit = usher_now_ms() + cfg->commit_interval_ms;
-    rd_kafka_message_t *batch[512];
+    rd_kafka_message_t *batch[POLL_BATCH];
+    usher_item *items[POLL_BATCH + 1];
     rd_kafka_message_t *msg;
+    int rc = 0;
 
-    while (!stop_signal) {
+    while (!stop_signal && rc == 0) {
         int room = cfg->max_inflight - atomic_load(&c->app->inflight);
+        size_t n = 0;
         if (room > 0) {
-            size_t want = (size_t)room < 512 ? (size_t)room : 512;
-            ssize_t n = rd_kafka_consume_batch_queue(c->msgq, 100, batch, want);
-            for (ssize_t i = 0; i < n; i++)
-                if (handle_message(c, batch[i]) != 0) {
-                    while (++i < n)
-                        rd_kafka_message_destroy(batch[i]);
-                    return 1;
-                }
+            size_t want = (size_t)room < POLL_BATCH ? (size_t)room : POLL_BATCH;
+            /* Wait for the first record only; then take what is already there. (A batch
+             * call with a timeout waits for the whole batch.) */
+            ssize_t got = 0;
+            if ((batch[0] = rd_kafka_consume_queue(c->msgq, 100)) != NULL)
+                got = 1 + (want > 1 ? rd_kafka_consume_batch_queue(c->msgq, 0, batch + 1,
+                                                                   want - 1) : 0);
+            for (ssize_t i = 0; i < got; i++) {
+                if (rc == 0)
+                    rc = take(c, batch[i], items, &n);
+                else
+                    rd_kafka_message_destroy(batch[i]);
+            }
             /* Rebalances and errors; also any record that arrived before forwarding. */
-            while ((msg = rd_kafka_consumer_poll(c->rk, 0)) != NULL)
-                if (handle_message(c, msg) != 0)
-                    return 1;
+            while (rc == 0 && n < POLL_BATCH && (msg = rd_kafka_consumer_poll(c->rk, 0)) != NULL)
+                rc = take(c, msg, items, &n);
         } else {
             msg = rd_kafka_consumer_poll(c->rk, 20);
-            if (msg != NULL && handle_message(c, msg) != 0)
-                return 1;
+            if (msg != NULL)
+                rc = take(c, msg, items, &n);
         }
+        usher_workers_dispatch(c->app, items, n);
         if (usher_now_ms() >= next_commit) {
             commit_positions(c, NULL, 0, false);
             next_commit = usher_now_ms() + cfg->commit_interval_ms;
         }
     }
+    if (rc != 0)
+        return rc;
     usher_info("received signal %d: draining", (int)stop_signal);
     return 0;
 }

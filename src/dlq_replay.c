@@ -33,6 +33,21 @@ static const char *header(rd_kafka_headers_t *h, const char *name, char *buf, si
     return buf;
 }
 
+/* True when the comma list has name. */
+static bool list_has(const char *list, const char *name)
+{
+    size_t len = strlen(name);
+
+    for (const char *p = list; *p;) {
+        const char *end = strchr(p, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        if (n == len && strncmp(p, name, len) == 0)
+            return true;
+        p += n + (end ? 1 : 0);
+    }
+    return false;
+}
+
 typedef struct replay_state {
     int acked, failed;
 } replay_state;
@@ -176,8 +191,8 @@ int usher_dlq_replay(const usher_config *cfg, const usher_replay_filter *f)
             rd_kafka_message_destroy(m);
             continue;
         }
-        if ((f->handler && (!header(h, "usher-handler", hname, sizeof(hname)) ||
-                            strcmp(hname, f->handler) != 0)) ||
+        header(h, "usher-handler", hname, sizeof(hname)) ? 0 : (hname[0] = 0);
+        if ((f->handler && !list_has(hname, f->handler)) ||
             (f->reason && (!header(h, "usher-reason", reason, sizeof(reason)) ||
                            strcmp(reason, f->reason) != 0))) {
             skipped++;
@@ -213,6 +228,9 @@ int usher_dlq_replay(const usher_config *cfg, const usher_replay_filter *f)
                     strncmp(name, "usher-", 6) != 0)
                     rd_kafka_header_add(out, name, -1, v, (ssize_t)len);
             }
+            /* Only the handlers the dead letter was owed to run on the replayed record. */
+            if (hname[0] != 0)
+                rd_kafka_header_add(out, "usher-handlers", -1, hname, -1);
             if (rd_kafka_producev(prod, RD_KAFKA_V_TOPIC(topic),
                                   RD_KAFKA_V_VALUE(m->payload, m->len),
                                   RD_KAFKA_V_KEY(m->key, m->key_len),

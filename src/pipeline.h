@@ -70,8 +70,8 @@ int64_t usher_wall_ms(void);
 
 /* Starts n workers. Returns 0, or -1 with errstr set. */
 int usher_workers_start(usher_app *app, size_t n, char *errstr, size_t errstr_size);
-/* Queues an item on the lane its ordering mode picks. */
-void usher_workers_dispatch(usher_app *app, usher_item *it);
+/* Queues items, in order, on the lanes their ordering mode picks. */
+void usher_workers_dispatch(usher_app *app, usher_item **items, size_t n);
 /* Wakes every worker (after app->quit or a revoke) so waits end early. */
 void usher_workers_wake(usher_app *app);
 /* Joins all workers (set app->quit first); frees them. */

@@ -124,11 +124,11 @@ static int lookup(const usher_config *cfg, const usher_handler_section *sec,
             return -1;
         }
     }
-    if (b->h->abi_version != USHER_HANDLER_ABI_VERSION || b->h->handle == NULL ||
-        b->h->name == NULL) {
+    if (b->h->abi_version != USHER_HANDLER_ABI_VERSION ||
+        (b->h->handle == NULL && b->h->handle_batch == NULL) || b->h->name == NULL) {
         snprintf(errstr, errstr_size, "%s:%d: handler '%s' has ABI version %d (usher needs %d) "
-                 "or no handle function", cfg->path, sec->line, sec->name, b->h->abi_version,
-                 USHER_HANDLER_ABI_VERSION);
+                 "or neither handle nor handle_batch", cfg->path, sec->line, sec->name,
+                 b->h->abi_version, USHER_HANDLER_ABI_VERSION);
         return -1;
     }
     return 0;

@@ -45,11 +45,12 @@ struct usher_worker {
 struct usher_ctx {
     usher_worker *w;
     const usher_bound_handler *b;
-    const usher_event *ev;
-    usher_partition *part;
     char reason[128];
     int64_t retry_after_ms;
 };
+
+/* Upper bound on records a worker takes from its lane at once (one batch). */
+#define MAX_TAKE 256
 
 int64_t usher_now_ms(void)
 {
@@ -132,11 +133,6 @@ const usher_handler_conf *usher_ctx_conf(usher_ctx *ctx)
 const char *usher_ctx_key_prefix(usher_ctx *ctx)
 {
     return ctx->w->app->cfg->key_prefix;
-}
-
-int64_t usher_ctx_committed_offset(usher_ctx *ctx)
-{
-    return atomic_load(&ctx->part->committed);
 }
 
 void usher_set_reason(usher_ctx *ctx, const char *fmt, ...)
@@ -299,11 +295,11 @@ static uint64_t fnv1a(const void *data, size_t n, uint64_t h)
     return h;
 }
 
-void usher_workers_dispatch(usher_app *app, usher_item *it)
+/* The lane an item belongs to under the configured ordering. */
+static size_t lane_of(usher_app *app, const usher_item *it)
 {
     static atomic_uint round_robin;
     uint64_t h = 0xcbf29ce484222325ull;
-    usher_lane *lane;
 
     switch (app->cfg->ordering) {
     case USHER_ORDER_KEY:
@@ -321,17 +317,40 @@ void usher_workers_dispatch(usher_app *app, usher_item *it)
         h = atomic_fetch_add(&round_robin, 1);
         break;
     }
-    lane = &app->workers[h % app->nworkers].lane;
-    pthread_mutex_lock(&lane->lock);
-    it->next = NULL;
-    if (lane->tail != NULL)
-        lane->tail->next = it;
-    else
-        lane->head = it;
-    lane->tail = it;
-    lane->len++;
-    pthread_cond_signal(&lane->cond);
-    pthread_mutex_unlock(&lane->lock);
+    return (size_t)(h % app->nworkers);
+}
+
+void usher_workers_dispatch(usher_app *app, usher_item **items, size_t n)
+{
+    usher_item *head[256] = { 0 }, *tail[256] = { 0 };
+
+    /* Chain per lane first, then one lock and one wake-up per lane. */
+    for (size_t i = 0; i < n; i++) {
+        size_t l = lane_of(app, items[i]);
+        items[i]->next = NULL;
+        if (tail[l] != NULL)
+            tail[l]->next = items[i];
+        else
+            head[l] = items[i];
+        tail[l] = items[i];
+    }
+    for (size_t l = 0; l < app->nworkers; l++) {
+        usher_lane *lane = &app->workers[l].lane;
+        size_t k = 0;
+        if (head[l] == NULL)
+            continue;
+        for (usher_item *it = head[l]; it != NULL; it = it->next)
+            k++;
+        pthread_mutex_lock(&lane->lock);
+        if (lane->tail != NULL)
+            lane->tail->next = head[l];
+        else
+            lane->head = head[l];
+        lane->tail = tail[l];
+        lane->len += k;
+        pthread_cond_signal(&lane->cond);
+        pthread_mutex_unlock(&lane->lock);
+    }
 }
 
 void usher_workers_wake(usher_app *app)
@@ -344,12 +363,12 @@ void usher_workers_wake(usher_app *app)
     }
 }
 
-/* Pops the next item, waiting up to 250 ms; NULL when none arrived or the app quits. */
-static usher_item *lane_pop(usher_worker *w)
+/* Takes up to max items in order, waiting up to 250 ms for the first; returns how many. */
+static size_t lane_take(usher_worker *w, usher_item **out, size_t max)
 {
     usher_lane *lane = &w->lane;
-    usher_item *it = NULL;
     struct timespec ts;
+    size_t n = 0;
 
     pthread_mutex_lock(&lane->lock);
     if (lane->head == NULL && !atomic_load(&w->app->quit)) {
@@ -361,15 +380,15 @@ static usher_item *lane_pop(usher_worker *w)
         }
         pthread_cond_timedwait(&lane->cond, &lane->lock, &ts);
     }
-    it = lane->head;
-    if (it != NULL) {
-        lane->head = it->next;
-        if (lane->head == NULL)
-            lane->tail = NULL;
+    while (n < max && lane->head != NULL) {
+        out[n++] = lane->head;
+        lane->head = lane->head->next;
         lane->len--;
     }
+    if (lane->head == NULL)
+        lane->tail = NULL;
     pthread_mutex_unlock(&lane->lock);
-    return it;
+    return n;
 }
 
 /* True when the item must not run (further): its partition was revoked or usher is quitting. */
@@ -405,15 +424,126 @@ static bool backoff_wait(usher_worker *w, usher_item *it, int64_t deadline)
 
 /* --- the handler chain ------------------------------------------------------------------ */
 
+/* One record while its worker processes it. */
+typedef struct record {
+    usher_item *it;
+    usher_batch batch;
+    unsigned char *done;   /* batch.count x handlers: 1 once that handler is through with it */
+    unsigned char *hfailed;/* per handler: 1 if it failed permanently on an event of r */
+    bool rejected;         /* the normalizer rejected the value */
+    bool batch_tried;      /* the batch pass already made attempt 1 of the batch handlers */
+    int failed;            /* handler that failed permanently, or -1 */
+    int retry_handler;     /* first handler asking for a retry in the last attempt, or -1 */
+    int64_t wait_floor;    /* largest Retry-After of the last attempt */
+    char reason[128];
+    char detail[256];
+} record;
+
+/* Applies one handler result to (record, event e, handler h). */
+static void apply(usher_worker *w, record *r, size_t e, size_t h, usher_result res,
+                  const usher_ctx *ctx)
+{
+    const usher_event *ev = &r->batch.events[e];
+
+    switch (res) {
+    case USHER_OK:
+    case USHER_SKIP:
+        r->done[e * w->app->reg->count + h] = 1;
+        w->metrics[h][res == USHER_OK ? M_OK : M_SKIPPED]++;
+        break;
+    case USHER_RETRY:
+        w->metrics[h][M_RETRIED]++;
+        if (r->retry_handler < 0) {
+            r->retry_handler = (int)h;
+            if (r->failed < 0)
+                snprintf(r->reason, sizeof(r->reason), "%s",
+                         ctx->reason[0] ? ctx->reason : "retry");
+        }
+        if (ctx->retry_after_ms > r->wait_floor)
+            r->wait_floor = ctx->retry_after_ms;
+        break;
+    case USHER_FAIL:
+    default:
+        r->done[e * w->app->reg->count + h] = 1; /* never re-run: the record is dead-lettered */
+        r->hfailed[h] = 1;
+        w->metrics[h][M_FAILED]++;
+        if (r->failed < 0) {
+            r->failed = (int)h;
+            snprintf(r->reason, sizeof(r->reason), "%s",
+                     ctx->reason[0] ? ctx->reason : "handler_failed");
+            snprintf(r->detail, sizeof(r->detail), "event %s (%s)", ev->id ? ev->id : "-",
+                     usher_event_type_name(ev->type));
+        }
+        break;
+    }
+}
+
+/* Makes one attempt at every unfinished (event, handler) pair of r, except batch handlers
+ * when skip_batch is set (the batch pass already made this attempt for them). */
+static void attempt(usher_worker *w, record *r, bool skip_batch)
+{
+    const usher_registry *reg = w->app->reg;
+
+    for (size_t e = 0; e < r->batch.count; e++) {
+        const usher_event *ev = &r->batch.events[e];
+        for (size_t h = 0; h < reg->count; h++) {
+            const usher_bound_handler *b = &reg->items[h];
+            usher_ctx ctx = { .w = w, .b = b };
+            usher_result res;
+
+            if (r->done[e * reg->count + h] || !usher_bound_wants(b, ev->type) ||
+                (skip_batch && b->h->handle_batch != NULL))
+                continue;
+            if (b->h->handle_batch != NULL)
+                b->h->handle_batch(&ctx, &ev, 1, &res, b->state);
+            else
+                res = b->h->handle(&ctx, ev, b->state);
+            apply(w, r, e, h, res, &ctx);
+        }
+    }
+}
+
+/* The first handler that still has an event of r to finish, or -1 when r is complete. */
+static int unfinished(usher_worker *w, const record *r)
+{
+    const usher_registry *reg = w->app->reg;
+
+    for (size_t e = 0; e < r->batch.count; e++)
+        for (size_t h = 0; h < reg->count; h++)
+            if (!r->done[e * reg->count + h] &&
+                usher_bound_wants(&reg->items[h], r->batch.events[e].type))
+                return (int)h;
+    return -1;
+}
+
+/* The handlers a dead letter of r is owed to (failed, or still unfinished), as a comma list;
+ * a replay of the dead letter runs only these. Counts it in their dead_lettered metric. */
+static void owed_handlers(usher_worker *w, const record *r, char *out, size_t n)
+{
+    const usher_registry *reg = w->app->reg;
+    size_t k = 0;
+
+    out[0] = 0;
+    for (size_t h = 0; h < reg->count; h++) {
+        bool owed = r->hfailed[h];
+        for (size_t e = 0; !owed && e < r->batch.count; e++)
+            owed = !r->done[e * reg->count + h] &&
+                   usher_bound_wants(&reg->items[h], r->batch.events[e].type);
+        if (!owed)
+            continue;
+        w->metrics[h][M_DEAD_LETTERED]++;
+        int m = snprintf(out + k, n - k, "%s%s", k ? "," : "", reg->items[h].h->name);
+        if (m > 0 && (size_t)m < n - k)
+            k += (size_t)m;
+    }
+}
+
 /* Hands the record to the dead-letter producer, or finishes it as not done if that fails. */
-static void dead_letter(usher_worker *w, usher_item *it, const usher_dead_letter *dl,
-                        int handler_index)
+static void dead_letter(usher_worker *w, usher_item *it, const usher_dead_letter *dl)
 {
     usher_warn("dead-lettering %s[%" PRId32 "]@%" PRId64 ": %s%s%s (%s)", it->meta.topic,
                it->meta.partition, it->meta.offset, dl->reason, dl->handler[0] ? " in " : "",
                dl->handler, dl->detail ? dl->detail : "");
-    if (handler_index >= 0)
-        w->metrics[handler_index][M_DEAD_LETTERED]++;
     count_reason(w, dl->reason);
     if (usher_dlq_send(w->app->dlq, it, dl) != 0) {
         usher_err("cannot queue dead letter for %s[%" PRId32 "]@%" PRId64
@@ -423,164 +553,238 @@ static void dead_letter(usher_worker *w, usher_item *it, const usher_dead_letter
     }
 }
 
-/* Runs one record to its end: done, dead-lettered, or abandoned (revoke / shutdown). */
-static void process_item(usher_worker *w, usher_item *it)
+/* Without a dead-letter topic, a record that cannot succeed blocks its lane until its
+ * partition is revoked or usher stops: it is never skipped. */
+static void block(usher_worker *w, usher_item *it, const char *what, const char *why)
+{
+    usher_err("%s[%" PRId32 "]@%" PRId64 ": %s (%s); no [dlq] topic is configured, so the "
+              "record is retried until an operator acts", it->meta.topic, it->meta.partition,
+              it->meta.offset, what, why);
+    while (backoff_wait(w, it, usher_now_ms() + 30000))
+        ;
+    usher_item_finish(w->app, it, false);
+}
+
+/* Runs one record to its end: done, dead-lettered, blocked or abandoned. Attempt 1 of its batch
+ * handlers was made by the batch pass when batch_tried is set. */
+static void finish_record(usher_worker *w, record *r)
 {
     usher_app *app = w->app;
     const usher_registry *reg = app->reg;
-    usher_batch batch = { 0 };
-    unsigned char *done = NULL;
-    int attempts = 0, retry_handler = -1;
+    usher_item *it = r->it;
     int64_t first_failure = 0, last_failure = 0, first_failure_mono = 0;
-    char reason[128] = "", detail[256] = "";
-    const rd_kafka_message_t *m = it->msg;
 
-    if (usher_normalize(&app->cfg->norm, &it->meta, m->payload, m->len, &batch) != 0) {
-        usher_dead_letter dl = { batch.reason, batch.detail, "", 1, usher_wall_ms(), 0 };
+    if (r->rejected) {
+        usher_dead_letter dl = { r->batch.reason, r->batch.detail, "", 1, usher_wall_ms(), 0 };
         dl.last_failure_ms = dl.first_failure_ms;
-        if (app->dlq != NULL) {
-            dead_letter(w, it, &dl, -1);
-            goto out;
-        }
-        /* No dead-letter topic: the record blocks its partition until an operator acts. */
-        usher_err("%s[%" PRId32 "]@%" PRId64 " rejected: %s (%s); no [dlq] topic is "
-                  "configured, so the partition is blocked", it->meta.topic, it->meta.partition,
-                  it->meta.offset, batch.reason, batch.detail);
-        while (backoff_wait(w, it, usher_now_ms() + 30000))
-            ;
-        usher_item_finish(app, it, false);
-        goto out;
+        if (app->dlq != NULL)
+            dead_letter(w, it, &dl);
+        else
+            block(w, it, "rejected", r->batch.reason);
+        return;
     }
-    if (batch.count > 0 && reg->count > 0) {
-        done = calloc(batch.count * reg->count, 1);
-        if (done == NULL) {
-            usher_err("out of memory; %s[%" PRId32 "]@%" PRId64 " will be redelivered",
-                      it->meta.topic, it->meta.partition, it->meta.offset);
+    for (int attempts = 1;; attempts++) {
+        if (attempts > 1 && must_abandon(w, it)) {
             usher_item_finish(app, it, false);
-            goto out;
+            return;
         }
-    }
-    for (;;) {
-        int pending = 0, failed = -1;
-        int64_t wait_floor = 0;
-
-        attempts++;
-        for (size_t e = 0; e < batch.count; e++) {
-            const usher_event *ev = &batch.events[e];
-            for (size_t h = 0; h < reg->count; h++) {
-                const usher_bound_handler *b = &reg->items[h];
-                unsigned char *d = &done[e * reg->count + h];
-                usher_ctx ctx = { .w = w, .b = b, .ev = ev, .part = it->part };
-                usher_result r;
-
-                if (*d || !usher_bound_wants(b, ev->type))
-                    continue;
-                r = b->h->handle(&ctx, ev, b->state);
-                switch (r) {
-                case USHER_OK:
-                case USHER_SKIP:
-                    *d = 1;
-                    w->metrics[h][r == USHER_OK ? M_OK : M_SKIPPED]++;
-                    break;
-                case USHER_RETRY:
-                    w->metrics[h][M_RETRIED]++;
-                    if (!pending) {
-                        retry_handler = (int)h;
-                        snprintf(reason, sizeof(reason), "%s",
-                                 ctx.reason[0] ? ctx.reason : "retry");
-                    }
-                    pending = 1;
-                    if (ctx.retry_after_ms > wait_floor)
-                        wait_floor = ctx.retry_after_ms;
-                    break;
-                case USHER_FAIL:
-                default:
-                    *d = 1; /* never re-run; the record goes to the dead-letter topic */
-                    w->metrics[h][M_FAILED]++;
-                    if (failed < 0) {
-                        failed = (int)h;
-                        snprintf(reason, sizeof(reason), "%s",
-                                 ctx.reason[0] ? ctx.reason : "handler_failed");
-                        snprintf(detail, sizeof(detail), "event %s (%s)",
-                                 ev->id ? ev->id : "-", usher_event_type_name(ev->type));
-                    }
-                    break;
-                }
-            }
+        if (attempts > 1 || !r->batch_tried) {
+            /* (the batch pass's results stand for the first attempt of batch handlers) */
+            r->retry_handler = -1;
+            r->wait_floor = 0;
         }
-        if (!pending && failed < 0) {
+        attempt(w, r, attempts == 1 && r->batch_tried);
+        int pending = unfinished(w, r);
+        if (pending < 0 && r->failed < 0) {
             usher_item_finish(app, it, true);
-            goto out;
+            return;
         }
+        if (pending >= 0 && r->retry_handler < 0)
+            r->retry_handler = pending; /* cannot happen: a pair is unfinished only after RETRY */
         last_failure = usher_wall_ms();
         if (first_failure == 0) {
             first_failure = last_failure;
             first_failure_mono = usher_now_ms();
         }
-        if (failed >= 0 && !pending) {
-            usher_dead_letter dl = { reason, detail, reg->items[failed].h->name, attempts,
+        const usher_bound_handler *rb = &reg->items[r->retry_handler >= 0 ? r->retry_handler
+                                                                          : r->failed];
+        bool give_up = pending < 0 ||
+                       usher_retry_exhausted(&rb->retry, attempts,
+                                             usher_now_ms() - first_failure_mono);
+        if (give_up && app->dlq != NULL) {
+            char owed[512], detail[256];
+            snprintf(detail, sizeof(detail), "%s after %d attempts", r->reason, attempts);
+            owed_handlers(w, r, owed, sizeof(owed));
+            usher_dead_letter dl = { pending < 0 ? r->reason : "retries_exhausted",
+                                     pending < 0 ? r->detail : detail, owed, attempts,
                                      first_failure, last_failure };
-            if (app->dlq != NULL) {
-                dead_letter(w, it, &dl, failed);
-                goto out;
-            }
-            /* Without a dead-letter topic a permanent failure blocks the partition. */
-            usher_err("%s[%" PRId32 "]@%" PRId64 ": handler %s failed permanently (%s); no "
-                      "[dlq] topic is configured, so the partition is blocked", it->meta.topic,
-                      it->meta.partition, it->meta.offset, dl.handler, reason);
-            while (backoff_wait(w, it, usher_now_ms() + 30000))
-                ;
-            usher_item_finish(app, it, false);
-            goto out;
+            dead_letter(w, it, &dl);
+            return;
         }
-        const usher_retry_policy *pol = &reg->items[retry_handler].retry;
-        if (app->dlq != NULL &&
-            usher_retry_exhausted(pol, attempts, usher_now_ms() - first_failure_mono)) {
-            char why[160];
-            snprintf(why, sizeof(why), "retries_exhausted");
-            snprintf(detail, sizeof(detail), "%s after %d attempts", reason, attempts);
-            usher_dead_letter dl = { why, detail, reg->items[retry_handler].h->name, attempts,
-                                     first_failure, last_failure };
-            dead_letter(w, it, &dl, retry_handler);
-            goto out;
+        if (pending < 0) {
+            block(w, it, "a handler failed permanently", r->reason);
+            return;
         }
-        int64_t delay = usher_backoff_ms(pol, attempts + 1, wait_floor, &w->rng);
+        int64_t delay = usher_backoff_ms(&rb->retry, attempts + 1, r->wait_floor, &w->rng);
         if (attempts == 1 || attempts % 10 == 0)
             usher_warn("%s[%" PRId32 "]@%" PRId64 ": handler %s asked to retry (%s), attempt "
                        "%d, next in %" PRId64 " ms", it->meta.topic, it->meta.partition,
-                       it->meta.offset, reg->items[retry_handler].h->name, reason, attempts,
-                       delay);
+                       it->meta.offset, rb->h->name, r->reason, attempts, delay);
         if (!backoff_wait(w, it, usher_now_ms() + delay)) {
             usher_item_finish(app, it, false);
-            goto out;
+            return;
         }
     }
+}
+
+/* True when the comma list l[0..n) has the item name. */
+static bool list_has(const char *l, size_t n, const char *name)
+{
+    size_t len = strlen(name);
+
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        while (j < n && l[j] != ',')
+            j++;
+        if (j - i == len && memcmp(l + i, name, len) == 0)
+            return true;
+        i = j + 1;
+    }
+    return false;
+}
+
+/* A replayed dead letter carries usher-handlers, the handlers it was owed to: only those run
+ * (the others already did their part before it was dead-lettered). */
+static void restrict_to_replayed(usher_worker *w, record *r)
+{
+    const usher_registry *reg = w->app->reg;
+    const usher_kafka_meta *m = &r->it->meta;
+
+    for (size_t i = 0; i < m->header_count; i++) {
+        const usher_header *hd = &m->headers[i];
+        if (strcmp(hd->name, "usher-handlers") != 0 || hd->value == NULL)
+            continue;
+        for (size_t h = 0; h < reg->count; h++)
+            if (!list_has(hd->value, hd->value_len, reg->items[h].h->name))
+                for (size_t e = 0; e < r->batch.count; e++)
+                    r->done[e * reg->count + h] = 1;
+        return;
+    }
+}
+
+/* Calls every batch handler once for all the events of recs that it wants. */
+static void batch_pass(usher_worker *w, record *recs, size_t n)
+{
+    const usher_registry *reg = w->app->reg;
+    size_t total = 0, k;
+
+    for (size_t i = 0; i < n; i++)
+        total += recs[i].rejected ? 0 : recs[i].batch.count;
+    if (total == 0)
+        return;
+    const usher_event **evs = malloc(total * sizeof(*evs));
+    usher_result *res = malloc(total * sizeof(*res));
+    size_t *at = malloc(total * 2 * sizeof(*at));
+    if (evs == NULL || res == NULL || at == NULL)
+        goto out; /* each record then tries its batch handlers on its own */
+    for (size_t h = 0; h < reg->count; h++) {
+        const usher_bound_handler *b = &reg->items[h];
+        usher_ctx ctx = { .w = w, .b = b };
+        if (b->h->handle_batch == NULL)
+            continue;
+        k = 0;
+        for (size_t i = 0; i < n; i++) {
+            for (size_t e = 0; !recs[i].rejected && e < recs[i].batch.count; e++) {
+                if (!usher_bound_wants(b, recs[i].batch.events[e].type) ||
+                    recs[i].done[e * reg->count + h])
+                    continue;
+                evs[k] = &recs[i].batch.events[e];
+                at[2 * k] = i;
+                at[2 * k + 1] = e;
+                k++;
+            }
+        }
+        if (k == 0)
+            continue;
+        b->h->handle_batch(&ctx, evs, k, res, b->state);
+        for (size_t j = 0; j < k; j++)
+            apply(w, &recs[at[2 * j]], at[2 * j + 1], h, res[j], &ctx);
+    }
+    for (size_t i = 0; i < n; i++)
+        recs[i].batch_tried = true;
 out:
-    free(done);
-    usher_batch_release(&batch);
+    free(evs);
+    free(res);
+    free(at);
+}
+
+/* Processes records taken together from the lane: normalize all, one batch pass, then each
+ * record in lane order. Records whose partition was revoked meanwhile are abandoned. */
+static void process(usher_worker *w, usher_item **items, size_t n)
+{
+    usher_app *app = w->app;
+    record recs[MAX_TAKE];
+    size_t m = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        usher_item *it = items[i];
+        record *r = &recs[m];
+        const rd_kafka_message_t *msg = it->msg;
+
+        if (must_abandon(w, it)) {
+            usher_item_finish(app, it, false);
+            continue;
+        }
+        memset(r, 0, sizeof(*r));
+        r->it = it;
+        r->failed = -1;
+        r->retry_handler = -1;
+        it->meta.committed_offset = atomic_load(&it->part->committed);
+        if (usher_normalize(&app->cfg->norm, &it->meta, msg->payload, msg->len, &r->batch) != 0) {
+            r->rejected = true;
+        } else if (app->reg->count > 0 &&
+                   (r->done = calloc((r->batch.count + 1) * app->reg->count, 1)) == NULL) {
+            usher_err("out of memory; %s[%" PRId32 "]@%" PRId64 " will be redelivered",
+                      it->meta.topic, it->meta.partition, it->meta.offset);
+            usher_batch_release(&r->batch);
+            usher_item_finish(app, it, false);
+            continue;
+        }
+        if (r->done != NULL) {
+            r->hfailed = r->done + r->batch.count * app->reg->count;
+            if (!r->rejected)
+                restrict_to_replayed(w, r);
+        }
+        m++;
+    }
+    batch_pass(w, recs, m);
+    for (size_t i = 0; i < m; i++) {
+        finish_record(w, &recs[i]);
+        free(recs[i].done);
+        usher_batch_release(&recs[i].batch);
+    }
 }
 
 static void *worker_main(void *arg)
 {
     usher_worker *w = arg;
+    usher_item *items[MAX_TAKE];
 
     for (;;) {
-        usher_item *it = lane_pop(w);
-        if (it == NULL) {
+        size_t n = lane_take(w, items, MAX_TAKE);
+        if (n == 0) {
             flush_metrics(w, true);
             if (atomic_load(&w->app->quit))
                 break;
             continue;
         }
-        if (must_abandon(w, it))
-            usher_item_finish(w->app, it, false);
-        else
-            process_item(w, it);
-        flush_metrics(w, w->lane.head == NULL);
+        process(w, items, n);
+        flush_metrics(w, false);
     }
     /* Anything still queued was never started: leave it uncommitted. */
-    for (usher_item *it; (it = lane_pop(w)) != NULL;)
-        usher_item_finish(w->app, it, false);
+    for (size_t n; (n = lane_take(w, items, MAX_TAKE)) > 0;)
+        for (size_t i = 0; i < n; i++)
+            usher_item_finish(w->app, items[i], false);
     flush_metrics(w, true);
     return NULL;
 }

@@ -58,6 +58,10 @@ typedef struct usher_kafka_meta {
     int64_t timestamp_ms; /* -1 when the record carries no timestamp */
     const usher_header *headers;
     size_t header_count;
+    /* The partition's committed offset when the handler runs: every record below it is done
+     * for good and will not be redelivered to this group (unless offsets are reset by hand),
+     * which lets a handler keep its dedupe state bounded. 0 when nothing is committed yet. */
+    int64_t committed_offset;
 } usher_kafka_meta;
 
 typedef struct usher_user {

@@ -74,10 +74,18 @@ typedef struct usher_handler {
      * nowhere: `usher check-config` runs it too). Returns 0, or -1 with errstr set, which
      * check-config and run report as a configuration error (exit 2). */
     int (*init)(const usher_handler_conf *conf, void **state, char *errstr, size_t errstr_size);
-    /* Required. Processes one event. */
+    /* Processes one event. Required unless handle_batch is set. */
     usher_result (*handle)(usher_ctx *ctx, const usher_event *ev, void *state);
     /* Optional. Frees what init built. */
     void (*destroy)(void *state);
+    /* Optional, for handlers whose effects commute (counters): processes n events at once,
+     * setting results[i] for events[i]; when set, usher calls it instead of handle (with n = 1
+     * for retries). Events may come from several records and partitions, and usher may call it
+     * for an event while an earlier event of the same key still waits for another handler's
+     * retry — so it must not depend on order. The reason set with usher_set_reason applies to
+     * every result that is not USHER_OK. */
+    void (*handle_batch)(usher_ctx *ctx, const usher_event *const *events, size_t n,
+                         usher_result *results, void *state);
 } usher_handler;
 
 /* --- configuration ----------------------------------------------------------------------- */
@@ -104,11 +112,6 @@ void usher_redis_broken(usher_ctx *ctx);
 /* The calling handler's configuration and key prefix. */
 const usher_handler_conf *usher_ctx_conf(usher_ctx *ctx);
 const char *usher_ctx_key_prefix(usher_ctx *ctx);
-
-/* The offset below which this event's partition is committed: every record before it is done
- * for good and will not be redelivered to this group unless offsets are reset by hand. Lets a
- * handler keep dedupe state bounded. */
-int64_t usher_ctx_committed_offset(usher_ctx *ctx);
 
 /* Says why the handler returned USHER_FAIL or USHER_RETRY (a short machine-readable word such
  * as "http_404"; it becomes the dead-letter reason header). */

@@ -245,3 +245,206 @@ it_pass() {
   IT_OK=1
   log "PASS"
 }
+
+# --- Helpers for the handler-failure tests (retries, Retry-After, dead letters, kill -9) ----
+# Added for issue 3; none of the helpers above depend on them.
+
+IT_SLACK_PATH=/services/T0001/B0001/hook
+IT_CRM_PATH=/crm/v3/objects/contacts/batch/upsert
+IT_WATCH=()   # pids wait_until checks on every round (a dead usher fails the wait at once)
+
+# start_sinks: this test's own SMTP and HTTP sinks (tests/harness/sinks) in $T/sinks, stopped
+# by the EXIT trap; sources their env.sh (SMTP_URL, SMTP_MAILDIR, HTTP_SINK_URL, HTTP_SINK_LOG..).
+start_sinks() {
+  IT_SINKS_DIR="$T/sinks"
+  # set +e first: under errexit a failing "(exit $rc)" would end the trap before it_cleanup,
+  # leaving usher running and its log unprinted whenever the test fails.
+  trap 'rc=$?; set +e; "$SRC_DIR/tests/harness/sinks" stop "$IT_SINKS_DIR" >/dev/null 2>&1; (exit $rc); it_cleanup' EXIT
+  "$SRC_DIR/tests/harness/sinks" start "$IT_SINKS_DIR" 2>"$T/sinks.start.err" ||
+    fail "tests/harness/sinks start failed: $(cat "$T/sinks.start.err")"
+  # shellcheck disable=SC1091
+  . "$IT_SINKS_DIR/env.sh"
+}
+
+# conf_set FILE SECTION KEY VALUE: KEY = VALUE in [SECTION] of FILE, replacing the key's line in
+# that section or adding it at the section's end (the config rejects duplicate keys).
+conf_set() {
+  local file="$1" sect="$2" key="$3" val="$4"
+  awk -v s="[$sect]" -v k="$key" -v v="$val" '
+    function put() { if (!done) { print k " = " v; done = 1 } }
+    /^\[/ { if (insect) put(); insect = ($0 == s) }
+    { if (insect && index($0, k " =") == 1) { put(); next } print }
+    END { if (insect) put(); if (!done) exit 1 }
+  ' "$file" >"$file.tmp" || fail "conf_set: no section [$sect] in $file"
+  mv "$file.tmp" "$file"
+}
+
+# check_config FILE: usher check-config must accept FILE.
+check_config() {
+  "$USHER_BIN" check-config -c "$1" >/dev/null 2>"$T/check.err" ||
+    fail "usher check-config rejected $1: $(cat "$T/check.err")"
+}
+
+# handlers_config FILE: write_config FILE plus welcome_email, slack_notify and crm_sync (HubSpot)
+# pointed at this test's sinks (start_sinks first). Adjust with conf_set, then check_config.
+handlers_config() {
+  write_config "$1"
+  cat >>"$1" <<EOC
+
+[handler.welcome_email]
+smtp_url = $SMTP_URL
+from = welcome@example.com
+from_name = Example Team
+template_text = $SRC_DIR/config/templates/welcome.txt
+template_html = $SRC_DIR/config/templates/welcome.html
+
+[handler.slack_notify]
+webhook_url = $HTTP_SINK_URL$IT_SLACK_PATH
+
+[handler.crm_sync]
+provider = hubspot
+url = $HTTP_SINK_URL
+token = crm-token-$IT_NAME
+EOC
+  check_config "$1"
+}
+
+# http_mode JSON: replace the HTTP sink's fault mode (tests/servers/README.md).
+http_mode() {
+  local out
+  out="$(curl -sS -f -X POST -d "$1" "$HTTP_SINK_URL/_control/mode" 2>&1)" ||
+    fail "HTTP sink refused mode $1: $out"
+}
+
+# http_reset: HTTP sink back to normal answers (the request log is kept).
+http_reset() {
+  curl -sS -f -X POST -d '{}' "$HTTP_SINK_URL/_control/reset" >/dev/null 2>&1 ||
+    fail "HTTP sink reset failed"
+}
+
+# http_count PATH STATUS: requests to PATH answered STATUS so far (STATUS "any": all of them).
+http_count() {
+  jq -s --arg p "$1" --arg s "$2" \
+    '[.[] | select(.path == $p and ($s == "any" or (.status | tostring) == $s))] | length' \
+    "$HTTP_SINK_LOG"
+}
+
+# mail_count: messages the SMTP sink stored so far.
+mail_count() {
+  if [ -f "$SMTP_MAILDIR/index.jsonl" ]; then wc -l <"$SMTP_MAILDIR/index.jsonl"; else echo 0; fi
+}
+
+# redis_count PATTERN: keys matching PATTERN (SCAN, so it never blocks Redis).
+redis_count() {
+  local keys
+  keys="$(redis-cli -u "$REDIS_URL" --scan --pattern "$1" 2>&1)" || fail "redis-cli --scan failed: $keys"
+  if [ -z "$keys" ]; then echo 0; else wc -l <<<"$keys"; fi
+}
+
+# wait_until TIMEOUT DESCRIPTION COMMAND...: poll COMMAND (every 0.25 s) until it succeeds;
+# fails after TIMEOUT seconds naming DESCRIPTION and $WAIT_STATE (which COMMAND may set to say
+# what it saw), or at once if a pid in IT_WATCH has exited.
+WAIT_STATE=""
+wait_until() {
+  local timeout="$1" what="$2" deadline
+  shift 2
+  deadline=$((SECONDS + timeout))
+  WAIT_STATE=""
+  while ! "$@"; do
+    [ "${#IT_WATCH[@]}" -eq 0 ] || require_alive "${IT_WATCH[@]}"
+    [ "$SECONDS" -lt "$deadline" ] || fail "$what: not reached within ${timeout}s (last seen: ${WAIT_STATE:-n/a})"
+    sleep 0.25
+  done
+}
+
+# sink_tally OUT: what the sinks received, per user e-mail address, as JSON in OUT:
+#   {"mail": {addr: n}, "mail_total": n,
+#    "slack": {"<status>": {addr: n}}, "crm": {"<status>": {addr: n}}, "other_requests": n,
+#    "slack_seq": [[ts, status, addr], ...], "crm_seq": [...]}   (in log order)
+# The Slack address is the one in "<...>" of the text; the CRM one is inputs[0].id.
+sink_tally() {
+  /usr/bin/python3 - "$SMTP_MAILDIR" "$HTTP_SINK_LOG" "$IT_SLACK_PATH" "$IT_CRM_PATH" >"$1" <<'PY' ||
+import json, os, sys
+maildir, log, slack_path, crm_path = sys.argv[1:5]
+out = {"mail": {}, "mail_total": 0, "slack": {}, "crm": {}, "other_requests": 0,
+       "slack_seq": [], "crm_seq": []}
+idx = os.path.join(maildir, "index.jsonl")
+if os.path.exists(idx):
+    for line in open(idx):
+        e = json.loads(line)
+        out["mail_total"] += 1
+        for a in e["rcpt_tos"]:
+            out["mail"][a] = out["mail"].get(a, 0) + 1
+for line in open(log):
+    r = json.loads(line)
+    addr = None
+    try:
+        if r["path"] == slack_path:
+            t = json.loads(r["body"])["text"]
+            addr = t.split("<", 1)[1].split(">", 1)[0] if "<" in t else "?"
+            kind = "slack"
+        elif r["path"] == crm_path:
+            addr = json.loads(r["body"])["inputs"][0]["id"]
+            kind = "crm"
+        else:
+            out["other_requests"] += 1
+            continue
+    except (ValueError, KeyError, IndexError, TypeError):
+        addr = "?unparsable"
+    st = str(r["status"])
+    m = out[kind].setdefault(st, {})
+    m[addr] = m.get(addr, 0) + 1
+    out[kind + "_seq"].append([r["ts"], r["status"], addr])
+json.dump(out, sys.stdout)
+PY
+    fail "could not tally the sinks' records"
+}
+
+# check_once TALLY JQ_PATH N SEED WHAT: the map at JQ_PATH of TALLY (address -> count) holds
+# exactly the testkit users user0..user(N-1) (seed SEED), each once.
+check_once() {
+  local errs
+  errs="$(jq -r --argjson n "$3" --arg s "$4" --arg what "$5" '
+    ('"$2"' // {}) as $m |
+    ([range(0; $n) | "user\(.).s\($s)@example.com"]) as $want |
+    ($want | map({(.): true}) | add // {}) as $wset |
+    ([$want[] | select(($m[.] // 0) == 0)]) as $missing |
+    ([$m | to_entries[] | select(.value > 1) | "\(.key) x\(.value)"]) as $dups |
+    ([$m | keys[] | select($wset[.] == null)]) as $extra |
+    (if ($missing | length) > 0 then "\($what): \($missing | length) of \($n) users missing, e.g. \($missing[0:3])" else empty end),
+    (if ($dups | length) > 0 then "\($what): \($dups | length) users more than once, e.g. \($dups[0:3])" else empty end),
+    (if ($extra | length) > 0 then "\($what): unexpected addresses \($extra[0:3])" else empty end)
+  ' "$1")" || fail "jq could not read the tally $1"
+  [ -z "$errs" ] || fail "$errs"
+  log "$5: each of the $3 users exactly once"
+}
+
+# check_signup_counts STATS EXPECT: events.signup.total and every day exact, no extra day,
+# unique users per day within 2% (like check_counts, without its dead-letter/failure checks).
+check_signup_counts() {
+  local errors
+  errors="$(jq -nr --slurpfile s "$1" --slurpfile e "$2" '
+    ($s[0]) as $s | ($e[0]) as $e |
+    ($s.events.signup // {}) as $got |
+    def absdiff(a; b): if a > b then a - b else b - a end;
+    (if $got.total != $e.total then "events.signup.total = \($got.total), expected \($e.total)" else empty end),
+    ($e.days | to_entries[] | select($got.days[.key] != .value)
+       | "events.signup.days[\(.key)] = \($got.days[.key]), expected \(.value)"),
+    (($got.days // {}) | to_entries[] | select($e.days[.key] == null)
+       | "events.signup.days has unexpected day \(.key) = \(.value)"),
+    ($e.unique_users | to_entries[] | . as $x | ($s.unique_users.signup[$x.key]) as $a
+       | select($a == null or absdiff($a; $x.value) > 0.02 * $x.value)
+       | "unique_users.signup[\($x.key)] = \($a), expected \($x.value) +-2%")
+  ')" || fail "jq could not evaluate the stats $1"
+  if [ -n "$errors" ]; then
+    echo "usher stats: $(cat "$1")" >&2
+    echo "expected:    $(cat "$2")" >&2
+    fail "counters wrong:"$'\n'"$errors"
+  fi
+  log "counters exact: $(jq -c '.events.signup' "$1")"
+}
+
+# topic_end_total: sum of the log-end offsets of this test's topic.
+topic_end_total() {
+  offsets_table | awk '$1 != "lag" { s += $3 } END { print s + 0 }'
+}

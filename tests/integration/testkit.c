@@ -4,6 +4,8 @@
  *   create-topic     -b BROKERS -t TOPIC -p PARTITIONS [--max-message-bytes N]
  *   produce-signups  -b BROKERS -t TOPIC -n N -u USERS [--days D] [--seed S]
  *                    [--start K] [--count C] [--expect-only]
+ *   produce-mixed    -b BROKERS -t TOPIC -n N -u USERS [--days D] [--seed S]
+ *                    [--start K] [--count C] [--expect-only] [--poison FILE ...]
  *   produce-file     -b BROKERS -t TOPIC -f FILE [-k KEY] [-H name=value ...]
  *                    [--headers-json FILE.headers.json] [--tombstone]
  *   offsets          -b BROKERS -g GROUP -t TOPIC
@@ -33,6 +35,7 @@
 #include <openssl/sha.h>
 
 #define MAX_HEADERS 64
+#define MAX_POISON 64
 #define MAX_PARTITIONS 1024
 #define DAY_MS 86400000LL
 /* 2026-01-01T00:00:00Z: the first day produce-signups spreads events over. */
@@ -48,6 +51,8 @@ struct opts {
     const char *brokers, *topic, *group, *file, *key, *headers_json;
     const char *headers[MAX_HEADERS];
     int n_headers;
+    const char *poison[MAX_POISON];
+    int n_poison;
     int partitions;
     long long max_message_bytes;
     long long n, users, days, start, count;
@@ -77,6 +82,8 @@ static void usage(void) {
           "  create-topic    -b BROKERS -t TOPIC -p PARTITIONS [--max-message-bytes N]\n"
           "  produce-signups -b BROKERS -t TOPIC -n N -u USERS [--days D] [--seed S]\n"
           "                  [--start K] [--count C] [--expect-only]\n"
+          "  produce-mixed   -b BROKERS -t TOPIC -n N -u USERS [--days D] [--seed S]\n"
+          "                  [--start K] [--count C] [--expect-only] [--poison FILE ...]\n"
           "  produce-file    -b BROKERS -t TOPIC -f FILE [-k KEY] [-H name=value ...]\n"
           "                  [--headers-json FILE] [--tombstone]\n"
           "  offsets         -b BROKERS -g GROUP -t TOPIC\n"
@@ -100,7 +107,7 @@ static long long parse_ll(const char *s, const char *what) {
 
 enum {
     OPT_DAYS = 1000, OPT_SEED, OPT_START, OPT_COUNT, OPT_EXPECT_ONLY, OPT_HEADERS_JSON,
-    OPT_TOMBSTONE, OPT_TIMEOUT, OPT_MAX_MSG
+    OPT_TOMBSTONE, OPT_TIMEOUT, OPT_MAX_MSG, OPT_POISON
 };
 
 /* Fills *o from argv (after the command word); unknown options exit 2. */
@@ -124,6 +131,7 @@ static void parse_opts(int argc, char **argv, struct opts *o) {
         {"tombstone", no_argument, NULL, OPT_TOMBSTONE},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"max-message-bytes", required_argument, NULL, OPT_MAX_MSG},
+        {"poison", required_argument, NULL, OPT_POISON},
         {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof(*o));
@@ -156,6 +164,10 @@ static void parse_opts(int argc, char **argv, struct opts *o) {
         case OPT_TOMBSTONE: o->tombstone = true; break;
         case OPT_TIMEOUT: o->timeout_s = (double)parse_ll(optarg, "--timeout"); break;
         case OPT_MAX_MSG: o->max_message_bytes = parse_ll(optarg, "--max-message-bytes"); break;
+        case OPT_POISON:
+            if (o->n_poison == MAX_POISON) die("too many --poison");
+            o->poison[o->n_poison++] = optarg;
+            break;
         default: usage();
         }
     }
@@ -186,10 +198,24 @@ static int64_t now_ms(void) {
 
 static long long delivered_ok, delivered_failed;
 
-/* Counts every delivery report; the first few failures are printed. */
+/* Where one tracked record landed (produce_one_tracked); filled by its delivery report. */
+struct delivered {
+    int32_t partition;
+    int64_t offset;
+    bool done;
+};
+
+/* Counts every delivery report; the first few failures are printed. A record produced with a
+ * struct delivered as its opaque gets its partition and offset recorded there. */
 static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     (void)rk;
     (void)opaque;
+    if (m->_private && !m->err) {
+        struct delivered *d = m->_private;
+        d->partition = m->partition;
+        d->offset = m->offset;
+        d->done = true;
+    }
     if (m->err) {
         if (delivered_failed++ < 5)
             fprintf(stderr, "usher-testkit: delivery failed (partition %" PRId32 "): %s\n",
@@ -219,14 +245,16 @@ static rd_kafka_t *make_producer(const char *brokers, long long max_message_byte
 }
 
 /* Produces one record, retrying while the local queue is full. Takes ownership of hdrs
- * (may be NULL). value NULL = tombstone. */
-static void produce_one(rd_kafka_t *rk, const char *topic, const void *key, size_t key_len,
-                        const void *value, size_t value_len, rd_kafka_headers_t *hdrs) {
+ * (may be NULL). value NULL = tombstone. where (may be NULL) must stay valid until the flush:
+ * the delivery report fills in the record's partition and offset. */
+static void produce_one_tracked(rd_kafka_t *rk, const char *topic, const void *key,
+                                size_t key_len, const void *value, size_t value_len,
+                                rd_kafka_headers_t *hdrs, struct delivered *where) {
     for (;;) {
         rd_kafka_resp_err_t err = rd_kafka_producev(
             rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
             RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE((void *)value, value_len),
-            RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
+            RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(where), RD_KAFKA_V_END);
         if (!err) return; /* hdrs now belong to the message */
         if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
             rd_kafka_poll(rk, 50);
@@ -235,6 +263,12 @@ static void produce_one(rd_kafka_t *rk, const char *topic, const void *key, size
         if (hdrs) rd_kafka_headers_destroy(hdrs);
         die("produce to %s: %s", topic, rd_kafka_err2str(err));
     }
+}
+
+/* Like produce_one_tracked, without tracking where the record landed. */
+static void produce_one(rd_kafka_t *rk, const char *topic, const void *key, size_t key_len,
+                        const void *value, size_t value_len, rd_kafka_headers_t *hdrs) {
+    produce_one_tracked(rk, topic, key, key_len, value, value_len, hdrs, NULL);
 }
 
 /* Waits for every outstanding delivery report; exits 1 unless all of `expected` succeeded. */
@@ -1072,6 +1106,267 @@ static int cmd_read_topic(const struct opts *o) {
     return 0;
 }
 
+
+/* ------------------------------------------------------------------------------------- */
+/* produce-mixed                                                                         */
+
+/* A deterministic mix of event types for U users: event i belongs to user i % U and is that
+ * user's event number seq = i / U (so a user's events are produced in seq order). A user's
+ * first event is a signup; one user in eight (when it has two events or more) ends with a
+ * deletion; the others are logins 45%, logouts 25%, password resets 10%, profile updates 20%,
+ * drawn from (seed, i). Event times rise with i, spread evenly over --days UTC days, so a
+ * user's events are also in time order. Even users come from Auth0 Log Streams (log_id is
+ * the event id), odd users from Keycloak (id is the event id); both carry the per-user
+ * sequence number as details.usher_seq. */
+enum { MT_SIGNUP, MT_LOGIN, MT_LOGOUT, MT_PASSWORD_RESET, MT_USER_UPDATED, MT_USER_DELETED,
+       MT_COUNT };
+
+static const char *const mt_names[MT_COUNT] = {"signup", "login", "logout", "password_reset",
+                                              "user_updated", "user_deleted"};
+static const char *const mt_auth0[MT_COUNT] = {"ss", "s", "slo", "scp", "scu", "sdu"};
+static const char *const mt_keycloak[MT_COUNT] = {"REGISTER", "LOGIN", "LOGOUT",
+                                                 "UPDATE_PASSWORD", "UPDATE_PROFILE",
+                                                 "DELETE_ACCOUNT"};
+
+struct mplan {
+    long long i, user, seq;
+    int type;
+    bool keycloak;
+    int64_t t_ms;
+};
+
+/* How many of the N events belong to user u. */
+static long long mixed_user_events(const struct opts *o, long long u) {
+    return o->n / o->users + (u < o->n % o->users ? 1 : 0);
+}
+
+static struct mplan mixed_plan(const struct opts *o, long long i) {
+    struct mplan p;
+    p.i = i;
+    p.user = i % o->users;
+    p.seq = i / o->users;
+    p.keycloak = p.user % 2 == 1;
+    long long nu = mixed_user_events(o, p.user);
+    bool deleter = nu >= 2 &&
+                   mix64(o->seed * 0x9e3779b97f4a7c15ULL ^ mix64(0xde1e7e00ULL + (uint64_t)p.user)) % 8 == 0;
+    if (p.seq == 0) {
+        p.type = MT_SIGNUP;
+    } else if (deleter && p.seq == nu - 1) {
+        p.type = MT_USER_DELETED;
+    } else {
+        uint64_t r = mix64(o->seed * 0x100000001b3ULL ^ mix64((uint64_t)i ^ 0x6d69786564ULL)) % 100;
+        p.type = r < 45 ? MT_LOGIN : r < 70 ? MT_LOGOUT : r < 80 ? MT_PASSWORD_RESET
+                                                              : MT_USER_UPDATED;
+    }
+    p.t_ms = SIGNUP_EPOCH_MS +
+             (int64_t)((unsigned long long)i * (unsigned long long)o->days * DAY_MS /
+                       (unsigned long long)o->n);
+    return p;
+}
+
+/* The user's id, e-mail and the event's id. */
+static void mixed_ids(const struct opts *o, const struct mplan *p, char *uid, size_t uid_sz,
+                      char *email, size_t email_sz, char *id, size_t id_sz) {
+    uint32_t s = (uint32_t)(o->seed & 0xffffffffu);
+    unsigned long long u = (unsigned long long)p->user, i = (unsigned long long)p->i;
+    if (p->keycloak) {
+        snprintf(uid, uid_sz, "%08x-%04llx-4%03llx-b%03llx-%012llx", s, (u >> 40) & 0xffff,
+                 (u >> 28) & 0xfff, (u >> 16) & 0xfff, u & 0xffffffffffffULL);
+        snprintf(id, id_sz, "%08x-%04llx-4%03llx-a%03llx-%012llx", s, (i >> 40) & 0xffff,
+                 (i >> 28) & 0xfff, (i >> 16) & 0xfff, i & 0xffffffffffffULL);
+    } else {
+        snprintf(uid, uid_sz, "auth0|6d%06x%016llx", s & 0xffffffu, u);
+        snprintf(id, id_sz, "901%020llu%033llu", (unsigned long long)o->seed, i);
+    }
+    snprintf(email, email_sz, "mixed%lld.s%llu@example.com", p->user,
+             (unsigned long long)o->seed);
+}
+
+/* Builds event p's record value (malloc'd; the caller frees); key = the user id. */
+static char *build_mixed(const struct opts *o, const struct mplan *p, char *key, size_t key_sz) {
+    char uid[96], email[128], id[96], iso[40], uname[64], seq[32];
+    mixed_ids(o, p, uid, sizeof(uid), email, sizeof(email), id, sizeof(id));
+    snprintf(key, key_sz, "%s", uid);
+    snprintf(uname, sizeof(uname), "mixed%lld", p->user);
+    snprintf(seq, sizeof(seq), "%lld", p->seq);
+    json_t *v;
+    if (p->keycloak) {
+        v = json_pack("{s:s, s:s, s:s, s:I, s:s, s:s, s:n, s:s, s:{s:s, s:s, s:s, s:s}}",
+                      "realmId", "7d1c4e2a-9b3f-4a6e-8c5d-0f1e2d3c4b5a", "clientId", "acme-web",
+                      "id", id, "time", (json_int_t)p->t_ms, "type", mt_keycloak[p->type],
+                      "userId", uid, "sessionId", "ipAddress", "198.51.100.61", "details",
+                      "auth_method", "openid-connect", "email", email, "username", uname,
+                      "usher_seq", seq);
+    } else {
+        iso8601(p->t_ms, iso, sizeof(iso));
+        json_t *details = json_pack("{s:I}", "usher_seq", (json_int_t)p->seq);
+        if (p->type == MT_SIGNUP)
+            json_object_set_new(details, "body", json_pack("{s:s, s:s}", "email", email,
+                                                           "connection",
+                                                           "Username-Password-Authentication"));
+        v = json_pack("{s:s, s:{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:s, s:s,"
+                      " s:s, s:s, s:b}}",
+                      "log_id", id, "data", "log_id", id, "date", iso, "type", mt_auth0[p->type],
+                      "description", "", "connection", "Username-Password-Authentication",
+                      "client_id", "Xq7Zp2LmN4vB8cD1eF3gH5jK6mN9pQ0r", "client_name",
+                      "Acme Web (SPA)", "ip", "203.0.113.45", "user_agent",
+                      "Chrome 124.0.0 / Mac OS X 10.15.7", "details", details, "user_id", uid,
+                      "user_name", email, "hostname", "acme-prod.us.auth0.com", "tenant_name",
+                      "acme-prod", "is_mobile", 0);
+    }
+    if (!v) die("building mixed event %lld failed", p->i);
+    char *value = json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(v);
+    if (!value) die("json_dumps");
+    return value;
+}
+
+/* Poison record j goes right before event (j + 1) * N / (P + 1). */
+static long long poison_position(const struct opts *o, int j) {
+    return (long long)(j + 1) * o->n / (o->n_poison + 1);
+}
+
+/* Prints the expectation of events [from, to): per-type totals and per-day counts, per-type
+ * per-day distinct users, per-user event sequences ([id, type, seq] in produced order), the
+ * number of new users (signups), and the poison records (with where they landed when they
+ * were produced). */
+static void print_mixed_expect(const struct opts *o, long long from, long long to,
+                               const struct delivered *where, bool produced) {
+    size_t words = (size_t)(o->users + 63) / 64;
+    long long (*cnt)[366 * 4] = calloc(MT_COUNT, sizeof(*cnt));
+    long long (*uu)[366 * 4] = calloc(MT_COUNT, sizeof(*uu));
+    long long totals[MT_COUNT] = {0};
+    uint64_t *seen = calloc((size_t)MT_COUNT * (size_t)o->days * words, sizeof(uint64_t));
+    if (!cnt || !uu || !seen) die("out of memory");
+    json_t *users = json_object(), *events = json_object(), *uniq = json_object();
+    long long signups = 0;
+    for (long long i = from; i < to; i++) {
+        struct mplan p = mixed_plan(o, i);
+        char uid[96], email[128], id[96];
+        mixed_ids(o, &p, uid, sizeof(uid), email, sizeof(email), id, sizeof(id));
+        long long d = (p.t_ms - SIGNUP_EPOCH_MS) / DAY_MS;
+        uint64_t *bits = seen + ((size_t)p.type * (size_t)o->days + (size_t)d) * words;
+        totals[p.type]++;
+        cnt[p.type][d]++;
+        if (!(bits[p.user / 64] & (1ULL << (p.user % 64)))) {
+            bits[p.user / 64] |= 1ULL << (p.user % 64);
+            uu[p.type][d]++;
+        }
+        signups += p.type == MT_SIGNUP;
+        json_t *u = json_object_get(users, uid);
+        if (!u) {
+            u = json_pack("{s:s, s:I, s:[]}", "email", email, "user", (json_int_t)p.user,
+                          "events");
+            json_object_set_new(users, uid, u);
+        }
+        json_array_append_new(json_object_get(u, "events"),
+                              json_pack("[s, s, I]", id, mt_names[p.type], (json_int_t)p.seq));
+    }
+    for (int t = 0; t < MT_COUNT; t++) {
+        if (!totals[t]) continue;
+        json_t *days = json_object(), *udays = json_object();
+        for (long long d = 0; d < o->days; d++) {
+            if (!cnt[t][d]) continue;
+            char day[16];
+            day_of(SIGNUP_EPOCH_MS + d * DAY_MS, day, sizeof(day));
+            json_object_set_new(days, day, json_integer(cnt[t][d]));
+            json_object_set_new(udays, day, json_integer(uu[t][d]));
+        }
+        json_object_set_new(events, mt_names[t],
+                            json_pack("{s:I, s:o}", "total", (json_int_t)totals[t], "days", days));
+        json_object_set_new(uniq, mt_names[t], udays);
+    }
+    json_t *poison = json_array();
+    for (int j = 0; j < o->n_poison; j++) {
+        long long pos = poison_position(o, j);
+        if (pos < from || pos >= to) continue;
+        size_t len = 0;
+        char *value = slurp(o->poison[j], &len);
+        unsigned char md[SHA256_DIGEST_LENGTH];
+        char mdhex[2 * SHA256_DIGEST_LENGTH + 1], key[32];
+        SHA256((const unsigned char *)value, len, md);
+        hex(md, sizeof(md), mdhex);
+        free(value);
+        snprintf(key, sizeof(key), "poison-%d", j);
+        json_t *e = json_pack("{s:s, s:s, s:s, s:I}", "file", o->poison[j], "key", key,
+                              "sha256", mdhex, "before_event", (json_int_t)pos);
+        if (produced) {
+            json_object_set_new(e, "partition", json_integer(where[j].partition));
+            json_object_set_new(e, "offset", json_integer((json_int_t)where[j].offset));
+        }
+        json_array_append_new(poison, e);
+    }
+    json_t *out = json_pack("{s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:I, s:o, s:o}", "total",
+                            (json_int_t)(to - from), "start", (json_int_t)from, "count",
+                            (json_int_t)(to - from), "n", (json_int_t)o->n, "users",
+                            (json_int_t)o->users, "events", events, "unique_users", uniq,
+                            "new_users", (json_int_t)signups, "user_events", users, "poison",
+                            poison);
+    char *s = json_dumps(out, JSON_COMPACT | JSON_SORT_KEYS);
+    if (!s) die("json_dumps");
+    puts(s);
+    free(s);
+    json_decref(out);
+    free(cnt);
+    free(uu);
+    free(seen);
+}
+
+/* Produces events [start, start+count) of the deterministic mix of N events (and the poison
+ * records that fall into that range, each a file's exact bytes under key "poison-J") and
+ * prints the expectation of what it produced (with --expect-only: of all N, producing
+ * nothing). */
+static int cmd_produce_mixed(const struct opts *o_in) {
+    struct opts o = *o_in;
+    need(o.topic, "-t TOPIC");
+    if (o.n < 1 || o.users < 1 || o.days < 1 || o.days > 366 * 4) usage();
+    if (!o.count_set) o.count = o.n - o.start;
+    if (o.start > o.n || o.count < 0 || o.start + o.count > o.n) {
+        fprintf(stderr, "usher-testkit: --start/--count outside 0..N\n");
+        exit(2);
+    }
+    for (int j = 0; j < o.n_poison; j++)
+        if (access(o.poison[j], R_OK) != 0) die("%s: %s", o.poison[j], strerror(errno));
+    long long from = o.expect_only ? 0 : o.start, to = o.expect_only ? o.n : o.start + o.count;
+    struct delivered where[MAX_POISON];
+    memset(where, 0, sizeof(where));
+    if (!o.expect_only) {
+        need(o.brokers, "-b BROKERS");
+        rd_kafka_t *rk = make_producer(o.brokers, 0);
+        long long produced = 0;
+        for (long long i = from; i < to; i++) {
+            for (int j = 0; j < o.n_poison; j++) {
+                if (poison_position(&o, j) != i) continue;
+                size_t len = 0;
+                char *value = slurp(o.poison[j], &len), key[32];
+                snprintf(key, sizeof(key), "poison-%d", j);
+                /* A 0-byte file gives an empty (not NULL) value. */
+                produce_one_tracked(rk, o.topic, key, strlen(key), value ? value : "", len, NULL,
+                                    &where[j]);
+                free(value);
+                produced++;
+            }
+            struct mplan p = mixed_plan(&o, i);
+            char key[128];
+            char *value = build_mixed(&o, &p, key, sizeof(key));
+            produce_one(rk, o.topic, key, strlen(key), value, strlen(value), NULL);
+            free(value);
+            produced++;
+            rd_kafka_poll(rk, 0);
+        }
+        flush_and_check(rk, produced);
+        rd_kafka_destroy(rk);
+        for (int j = 0; j < o.n_poison; j++) {
+            long long pos = poison_position(&o, j);
+            if (pos >= from && pos < to && !where[j].done) die("no delivery report for poison %d", j);
+        }
+        fprintf(stderr, "usher-testkit: produced %lld mixed events [%lld, %lld) and %lld poison "
+                "records to %s\n", to - from, from, to, produced - (to - from), o.topic);
+    }
+    print_mixed_expect(&o, from, to, where, !o.expect_only);
+    return 0;
+}
+
 /* ------------------------------------------------------------------------------------- */
 
 int main(int argc, char **argv) {
@@ -1081,6 +1376,7 @@ int main(int argc, char **argv) {
     parse_opts(argc - 1, argv + 1, &o);
     if (!strcmp(cmd, "create-topic")) return cmd_create_topic(&o);
     if (!strcmp(cmd, "produce-signups")) return cmd_produce_signups(&o);
+    if (!strcmp(cmd, "produce-mixed")) return cmd_produce_mixed(&o);
     if (!strcmp(cmd, "produce-file")) return cmd_produce_file(&o);
     if (!strcmp(cmd, "offsets")) return cmd_offsets(&o);
     if (!strcmp(cmd, "wait-offsets")) return cmd_wait_offsets(&o);
