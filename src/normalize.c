@@ -12,6 +12,7 @@
 #include <ctype.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "json_alloc.h"
 #include "json_guard.h"
 #include "normalize.h"
 
@@ -48,8 +50,9 @@ typedef struct arena_blk {
 typedef struct norm_priv {
     json_t **roots; /* every parsed tree events may borrow from */
     size_t nroots, caproots;
-    arena_blk *arena; /* computed strings */
+    arena_blk *arena; /* computed strings, and the trees when json_in_arena */
     size_t cap_events;
+    bool json_in_arena; /* the parsed trees live in arena: release drops it, no decref */
 } norm_priv;
 
 typedef struct norm_ctx {
@@ -96,7 +99,7 @@ static void *arena_alloc(norm_priv *p, size_t n)
 
     n = (n + 7u) & ~(size_t)7u;
     if (b == NULL || b->cap - b->used < n) {
-        size_t cap = n > 4000u ? n : 4000u;
+        size_t cap = n > 16384u ? n : 16384u;
         b = malloc(sizeof(*b) + cap);
         if (b == NULL)
             return NULL;
@@ -108,6 +111,21 @@ static void *arena_alloc(norm_priv *p, size_t n)
     mem = b->data + b->used;
     b->used += n;
     return mem;
+}
+
+/* jansson's allocations during usher_normalize (see json_alloc.h). */
+static void *json_arena_alloc(void *arena, size_t n)
+{
+    return arena_alloc(arena, n);
+}
+
+/* True when p lies in one of the batch's arena blocks. */
+static bool json_arena_owns(void *arena, const void *p)
+{
+    for (const arena_blk *b = ((norm_priv *)arena)->arena; b != NULL; b = b->next)
+        if ((const char *)p >= b->data && (const char *)p < b->data + b->cap)
+            return true;
+    return false;
 }
 
 /* Sets the batch's rejection (first one wins) and returns -1. */
@@ -2225,6 +2243,10 @@ int usher_normalize(const usher_norm_options *opt, const usher_kafka_meta *meta,
         return -1;
     }
     out->priv = c.p;
+    if (usher_json_alloc_installed()) {
+        c.p->json_in_arena = true;
+        usher_json_arena_set(c.p, json_arena_alloc, json_arena_owns);
+    }
     if (value == NULL || len == 0) {
         reject(&c, "empty_value", value == NULL ? "tombstone (null value)" : "the value is empty");
         goto out;
@@ -2249,6 +2271,7 @@ int usher_normalize(const usher_norm_options *opt, const usher_kafka_meta *meta,
     }
     rc = 0;
 out:
+    usher_json_arena_set(NULL, NULL, NULL);
     if (rc != 0 && out->reason == NULL)
         reject(&c, "parse_error", "rejected");
     return rc;
@@ -2262,7 +2285,7 @@ void usher_batch_release(usher_batch *b)
         return;
     p = b->priv;
     if (p != NULL) {
-        for (size_t i = 0; i < p->nroots; i++)
+        for (size_t i = 0; !p->json_in_arena && i < p->nroots; i++)
             json_decref(p->roots[i]);
         free(p->roots);
         while (p->arena != NULL) {

@@ -9,7 +9,8 @@
  *   produce-file     -b BROKERS -t TOPIC -f FILE [-k KEY] [-H name=value ...]
  *                    [--headers-json FILE.headers.json] [--tombstone]
  *   offsets          -b BROKERS -g GROUP -t TOPIC
- *   wait-offsets     -b BROKERS -g GROUP -t TOPIC --timeout SECONDS
+ *   wait-offsets     -b BROKERS -g GROUP -t TOPIC --timeout SECONDS [--interval-ms MS]
+ *                    [--progress]
  *   read-topic       -b BROKERS -t TOPIC [--timeout S]
  *
  * Exit status: 0 ok, 1 runtime failure (broker error, failed delivery, timeout), 2 usage.
@@ -58,7 +59,8 @@ struct opts {
     long long n, users, days, start, count;
     uint64_t seed;
     double timeout_s;
-    bool expect_only, tombstone, count_set;
+    long long interval_ms; /* wait-offsets poll interval */
+    bool expect_only, tombstone, count_set, progress;
 };
 
 static void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
@@ -88,6 +90,7 @@ static void usage(void) {
           "                  [--headers-json FILE] [--tombstone]\n"
           "  offsets         -b BROKERS -g GROUP -t TOPIC\n"
           "  wait-offsets    -b BROKERS -g GROUP -t TOPIC --timeout SECONDS\n"
+          "                  [--interval-ms MS] [--progress]\n"
           "  read-topic      -b BROKERS -t TOPIC [--timeout S]\n",
           stderr);
     exit(2);
@@ -107,7 +110,7 @@ static long long parse_ll(const char *s, const char *what) {
 
 enum {
     OPT_DAYS = 1000, OPT_SEED, OPT_START, OPT_COUNT, OPT_EXPECT_ONLY, OPT_HEADERS_JSON,
-    OPT_TOMBSTONE, OPT_TIMEOUT, OPT_MAX_MSG, OPT_POISON
+    OPT_TOMBSTONE, OPT_TIMEOUT, OPT_MAX_MSG, OPT_POISON, OPT_INTERVAL_MS, OPT_PROGRESS
 };
 
 /* Fills *o from argv (after the command word); unknown options exit 2. */
@@ -132,12 +135,15 @@ static void parse_opts(int argc, char **argv, struct opts *o) {
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"max-message-bytes", required_argument, NULL, OPT_MAX_MSG},
         {"poison", required_argument, NULL, OPT_POISON},
+        {"interval-ms", required_argument, NULL, OPT_INTERVAL_MS},
+        {"progress", no_argument, NULL, OPT_PROGRESS},
         {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof(*o));
     o->days = 3;
     o->seed = 1;
     o->timeout_s = 30;
+    o->interval_ms = 250;
     o->partitions = 1;
     int c;
     optind = 1;
@@ -168,6 +174,11 @@ static void parse_opts(int argc, char **argv, struct opts *o) {
             if (o->n_poison == MAX_POISON) die("too many --poison");
             o->poison[o->n_poison++] = optarg;
             break;
+        case OPT_INTERVAL_MS:
+            o->interval_ms = parse_ll(optarg, "--interval-ms");
+            if (o->interval_ms < 1) usage();
+            break;
+        case OPT_PROGRESS: o->progress = true; break;
         default: usage();
         }
     }
@@ -929,8 +940,11 @@ static int cmd_offsets(const struct opts *o) {
     return 0;
 }
 
-/* Polls until the group's committed offset equals the log end on every partition (a
- * partition the group never committed counts as done only while it is empty). */
+/* Polls (every --interval-ms, default 250) until the group's committed offset equals the log
+ * end on every partition (a partition the group never committed counts as done only while it
+ * is empty). With --progress, every successful poll also prints, flushed at once,
+ * "progress ELAPSED_MS DONE TOTAL": ms since start, records at or below the committed
+ * positions, and records between the log start and the log end (DONE = TOTAL - lag). */
 static int cmd_wait_offsets(const struct opts *o) {
     need(o->brokers, "-b BROKERS");
     need(o->group, "-g GROUP");
@@ -946,6 +960,13 @@ static int cmd_wait_offsets(const struct opts *o) {
         if (n > 0) {
             int64_t lag = 0;
             for (int p = 0; p < n; p++) lag += row_lag(&rows[p]);
+            if (o->progress) {
+                int64_t total = 0;
+                for (int p = 0; p < n; p++) total += rows[p].end - rows[p].low;
+                printf("progress %" PRId64 " %" PRId64 " %" PRId64 "\n", now_ms() - start,
+                       total - lag, total);
+                fflush(stdout);
+            }
             if (lag == 0) {
                 fprintf(stderr, "usher-testkit: group %s at log end of %s after %.1fs\n",
                         o->group, o->topic, (double)(now_ms() - start) / 1000);
@@ -960,7 +981,7 @@ static int cmd_wait_offsets(const struct opts *o) {
             }
         }
         if (now_ms() >= deadline) break;
-        usleep(250 * 1000);
+        usleep((useconds_t)(o->interval_ms * 1000));
     }
     fprintf(stderr, "usher-testkit: timeout after %.0fs: group %s has not committed the log end of %s\n",
             o->timeout_s, o->group, o->topic);

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#include "json_alloc.h"
 #include "normalize.h"
 
 #ifndef USHER_FIXTURES_DIR
@@ -1239,5 +1240,9 @@ int main(void)
         cmocka_unit_test(test_guard_limits),
         cmocka_unit_test(test_batch_release_reuse),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    /* Once with jansson's default allocator, once with usher's arena allocator (as usher runs). */
+    int failed = cmocka_run_group_tests_name("normalize, heap allocator", tests, NULL, NULL);
+    usher_json_alloc_install();
+    failed += cmocka_run_group_tests_name("normalize, arena allocator", tests, NULL, NULL);
+    return failed;
 }

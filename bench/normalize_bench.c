@@ -1,0 +1,125 @@
+/*
+ * normalize_bench — how fast the normalizer is, next to its parts, on the valid fixtures:
+ * the JSON pre-scan alone, jansson's parse alone, and the whole usher_normalize. Single
+ * thread, in memory, no Kafka. Usage: normalize_bench FIXTURES_DIR [ITERATIONS]
+ */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "json_alloc.h"
+#include "json_guard.h"
+#include "normalize.h"
+
+typedef struct sample {
+    char *data;
+    size_t len;
+} sample;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Loads every *.json value file under dir (one level of subfolders, bad/ and headers skipped). */
+static size_t load(const char *dir, sample *out, size_t max)
+{
+    size_t n = 0;
+    DIR *d = opendir(dir);
+    struct dirent *e;
+
+    while (d != NULL && (e = readdir(d)) != NULL && n < max) {
+        char sub[1024];
+        DIR *sd;
+        struct dirent *f;
+        if (e->d_name[0] == '.' || strcmp(e->d_name, "bad") == 0)
+            continue;
+        snprintf(sub, sizeof(sub), "%s/%s", dir, e->d_name);
+        if ((sd = opendir(sub)) == NULL)
+            continue;
+        while ((f = readdir(sd)) != NULL && n < max) {
+            char path[2048];
+            FILE *fp;
+            struct stat st;
+            if (strstr(f->d_name, ".json") == NULL || strstr(f->d_name, "headers") != NULL)
+                continue;
+            snprintf(path, sizeof(path), "%s/%s", sub, f->d_name);
+            if (stat(path, &st) != 0 || (fp = fopen(path, "rb")) == NULL)
+                continue;
+            out[n].data = malloc((size_t)st.st_size + 1);
+            out[n].len = fread(out[n].data, 1, (size_t)st.st_size, fp);
+            fclose(fp);
+            n++;
+        }
+        closedir(sd);
+    }
+    if (d != NULL)
+        closedir(d);
+    return n;
+}
+
+int main(int argc, char **argv)
+{
+    static sample s[256];
+    size_t n, bytes = 0;
+    long iters = argc > 2 ? atol(argv[2]) : 2000;
+    usher_norm_options opt;
+    usher_kafka_meta meta = { .topic = "user-events", .timestamp_ms = 1700000000000 };
+    usher_json_guard_error ge;
+    double t0, t_guard, t_parse, t_norm;
+
+    if (argc < 2) {
+        fprintf(stderr, "usage: normalize_bench FIXTURES_DIR [ITERATIONS]\n");
+        return 2;
+    }
+    usher_json_alloc_install(); /* as usher itself does */
+    n = load(argv[1], s, 256);
+    for (size_t i = 0; i < n; i++)
+        bytes += s[i].len;
+    usher_norm_options_init(&opt);
+
+    t0 = now_s();
+    for (long it = 0; it < iters; it++)
+        for (size_t i = 0; i < n; i++)
+            usher_json_guard(s[i].data, s[i].len, 64, 10000, &ge);
+    t_guard = now_s() - t0;
+
+    t0 = now_s();
+    for (long it = 0; it < iters; it++)
+        for (size_t i = 0; i < n; i++) {
+            json_error_t e;
+            json_t *r = json_loadb(s[i].data, s[i].len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY,
+                                   &e);
+            json_decref(r);
+        }
+    t_parse = now_s() - t0;
+
+    t0 = now_s();
+    for (long it = 0; it < iters; it++)
+        for (size_t i = 0; i < n; i++) {
+            usher_batch b;
+            meta.offset = it;
+            usher_normalize(&opt, &meta, s[i].data, s[i].len, &b);
+            usher_batch_release(&b);
+        }
+    t_norm = now_s() - t0;
+
+    double recs = (double)n * (double)iters, mb = (double)bytes * (double)iters / 1e6;
+    printf("%zu fixtures, %.0f bytes on average, %ld iterations\n", n, (double)bytes / (double)n,
+           iters);
+    printf("%-18s %12s %10s %10s\n", "stage", "records/s", "MB/s", "us/record");
+    printf("%-18s %12.0f %10.1f %10.2f\n", "json pre-scan", recs / t_guard, mb / t_guard,
+           t_guard / recs * 1e6);
+    printf("%-18s %12.0f %10.1f %10.2f\n", "jansson parse", recs / t_parse, mb / t_parse,
+           t_parse / recs * 1e6);
+    printf("%-18s %12.0f %10.1f %10.2f\n", "usher_normalize", recs / t_norm, mb / t_norm,
+           t_norm / recs * 1e6);
+    return 0;
+}
