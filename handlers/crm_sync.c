@@ -288,9 +288,8 @@ static usher_result handle(usher_ctx *ctx, const usher_event *ev, void *p)
     res = usher_http(ctx, &req, NULL);
     /* Synced: retrying now would send it again, so a marker that cannot be written only
      * costs protection against a later redelivery. Report what the CRM said. */
-    if (res == USHER_OK && usher_once_mark(ctx, ev, st->ttl_s) != 0)
-        usher_ctx_log(ctx, USHER_LOG_WARN, "synced event %s but could not record it in Redis",
-                      ev->id);
+    if (res == USHER_OK)
+        usher_once_mark(ctx, ev, st->ttl_s);
 out:
     free(body);
     json_decref(msg);

@@ -96,9 +96,8 @@ static usher_result handle(usher_ctx *ctx, const usher_event *ev, void *p)
     res = usher_http(ctx, &req, NULL);
     /* Posted: a retry now would surely post twice, so a marker that cannot be written only
      * costs protection against a later redelivery. Report what Slack said. */
-    if (res == USHER_OK && usher_once_mark(ctx, ev, st->ttl_s) != 0)
-        usher_ctx_log(ctx, USHER_LOG_WARN, "posted event %s but could not record it in Redis",
-                      ev->id);
+    if (res == USHER_OK)
+        usher_once_mark(ctx, ev, st->ttl_s);
     goto out;
 oom:
     usher_set_reason(ctx, "out_of_memory");

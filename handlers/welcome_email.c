@@ -186,9 +186,8 @@ static usher_result handle(usher_ctx *ctx, const usher_event *ev, void *p)
     res = usher_smtp_send(ctx, &m);
     /* The mail is out: a retry now would surely send it twice, so a marker that cannot be
      * written only costs protection against a later redelivery. Report what SMTP said. */
-    if (res == USHER_OK && usher_once_mark(ctx, ev, st->ttl_s) != 0)
-        usher_ctx_log(ctx, USHER_LOG_WARN, "sent event %s but could not record it in Redis",
-                      ev->id);
+    if (res == USHER_OK)
+        usher_once_mark(ctx, ev, st->ttl_s);
 out:
     free(subject);
     free(text);

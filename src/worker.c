@@ -166,24 +166,38 @@ static void once_key(usher_ctx *ctx, const usher_event *ev, char *key, size_t n)
              ev->id ? ev->id : "");
 }
 
-int usher_once_done_before(usher_ctx *ctx, const usher_event *ev)
+/* Runs one command about the marker of ev on the worker's connection. Returns the reply, or
+ * NULL when Redis is unreachable or answered an error (an I/O error drops the connection). */
+static redisReply *once_command(usher_ctx *ctx, const usher_event *ev, const char *cmd,
+                                long ttl)
 {
     redisContext *c = usher_redis(ctx);
     redisReply *r = NULL;
     char key[512];
-    int rc = -1;
 
     if (c == NULL)
-        return -1;
+        return NULL;
     once_key(ctx, ev, key, sizeof(key));
-    r = redisCommand(c, "EXISTS %s", key);
+    r = ttl > 0 ? redisCommand(c, "%s %s 1 EX %ld", cmd, key, ttl)
+                : redisCommand(c, "%s %s", cmd, key);
     if (usher_redis_io_failed(c, r)) {
         usher_redis_broken(ctx);
-        goto out;
+        if (r != NULL)
+            freeReplyObject(r);
+        return NULL;
     }
-    if (r->type == REDIS_REPLY_INTEGER)
-        rc = r->integer > 0;
-out:
+    if (r->type == REDIS_REPLY_ERROR) {
+        freeReplyObject(r);
+        return NULL;
+    }
+    return r;
+}
+
+int usher_once_done_before(usher_ctx *ctx, const usher_event *ev)
+{
+    redisReply *r = once_command(ctx, ev, "EXISTS", 0);
+    int rc = r != NULL && r->type == REDIS_REPLY_INTEGER ? r->integer > 0 : -1;
+
     if (r != NULL)
         freeReplyObject(r);
     return rc;
@@ -191,24 +205,15 @@ out:
 
 int usher_once_mark(usher_ctx *ctx, const usher_event *ev, long ttl_seconds)
 {
-    redisContext *c = usher_redis(ctx);
-    redisReply *r = NULL;
-    char key[512];
-    int rc = -1;
+    redisReply *r = once_command(ctx, ev, "SET", ttl_seconds > 0 ? ttl_seconds : 30L * 86400);
 
-    if (c == NULL)
+    if (r == NULL) {
+        usher_ctx_log(ctx, USHER_LOG_WARN, "event %s is done but could not be marked in Redis; "
+                      "a later redelivery may repeat it", ev->id ? ev->id : "-");
         return -1;
-    once_key(ctx, ev, key, sizeof(key));
-    r = redisCommand(c, "SET %s 1 EX %ld", key, ttl_seconds > 0 ? ttl_seconds : 30L * 86400);
-    if (usher_redis_io_failed(c, r)) {
-        usher_redis_broken(ctx);
-        goto out;
     }
-    rc = r->type == REDIS_REPLY_ERROR ? -1 : 0;
-out:
-    if (r != NULL)
-        freeReplyObject(r);
-    return rc;
+    freeReplyObject(r);
+    return 0;
 }
 
 /* --- metrics ---------------------------------------------------------------------------- */

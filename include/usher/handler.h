@@ -200,9 +200,9 @@ usher_result usher_smtp_send(usher_ctx *ctx, const usher_mail *m);
  * USHER_RETRY). */
 int usher_once_done_before(usher_ctx *ctx, const usher_event *ev);
 /* After the side effect succeeded: records it for ttl_seconds (0 = 30 days). Returns 0, or -1
- * if Redis is unreachable. Either way return USHER_OK then: the side effect did happen, and
- * returning USHER_RETRY would repeat it at once; a lost marker only risks one repeat if the
- * record is later redelivered. */
+ * (and logs a warning) if Redis is unreachable. Either way return USHER_OK then: the side
+ * effect did happen, and returning USHER_RETRY would repeat it at once; a lost marker only
+ * risks one repeat if the record is later redelivered. */
 int usher_once_mark(usher_ctx *ctx, const usher_event *ev, long ttl_seconds);
 
 #ifdef __cplusplus

@@ -9,6 +9,7 @@
 # the EXIT trap stop them (and run SCALE_EXTRA_CLEANUP, if set) before lib.sh's it_cleanup.
 scale_sinks_start() {
   SINKS="$T/sinks"
+  # shellcheck disable=SC2154 # rc is assigned inside the trap
   trap 'rc=$?; set +e; [ -z "${SCALE_EXTRA_CLEANUP:-}" ] || eval "$SCALE_EXTRA_CLEANUP"; "$SRC_DIR/tests/harness/sinks" stop "$SINKS" >/dev/null 2>&1; (exit $rc); it_cleanup' EXIT
   "$SRC_DIR/tests/harness/sinks" start "$SINKS" 2>/dev/null || fail "tests/harness/sinks start failed"
   # shellcheck disable=SC1091

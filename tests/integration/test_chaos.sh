@@ -48,6 +48,7 @@ for f in "${POISON[@]}"; do poison_args+=(--poison "$FIXTURES/bad/$f"); done
 
 # --- servers: sinks, the test's own Redis, topics --------------------------------------------
 PRODUCER_PID=""
+# shellcheck disable=SC2016 # evaluated by the EXIT trap
 SCALE_EXTRA_CLEANUP='[ -z "$PRODUCER_PID" ] || kill "$PRODUCER_PID" 2>/dev/null'
 scale_sinks_start
 IT_REDIS_DIR="$T/redis" IT_REDIS_NAME=chaos
@@ -149,7 +150,7 @@ t_produce=$(date +%s%N)
 actions=(add remove)
 for _ in $(seq 1 "$KILLS"); do actions+=(kill); done
 for ((i = ${#actions[@]} - 1; i > 0; i--)); do   # shuffle (seeded)
-  j=$((RANDOM % (i + 1))); tmp="${actions[$i]}"; actions[$i]="${actions[$j]}"; actions[$j]="$tmp"
+  j=$((RANDOM % (i + 1))); tmp="${actions[i]}"; actions[i]="${actions[j]}"; actions[j]="$tmp"
 done
 i=$((RANDOM % (${#actions[@]} + 1)))             # the Redis restart and its quiet slot
 actions=("${actions[@]:0:$i}" redis pause "${actions[@]:$i}")
@@ -239,8 +240,9 @@ while :; do
 done
 wait "$PRODUCER_PID" || fail "the producer failed: $(tail -n 5 "$T/producer.err")"
 PRODUCER_PID=""
-[ "$kills_done" = "$KILLS" ] && [ "$added" = 1 ] && [ "$removed" = 1 ] && [ "$redis_restarted" = 1 ] ||
+if [ "$kills_done" != "$KILLS" ] || [ "$added" != 1 ] || [ "$removed" != 1 ] || [ "$redis_restarted" != 1 ]; then
   fail "not every chaos action ran (kills $kills_done/$KILLS, add $added, remove $removed, redis $redis_restarted)"
+fi
 log "chaos done at +$(now_ms) ms: $kills_done kill -9, one member added, one removed, one Redis restart; members running: ${RUNNING[*]}"
 
 # --- final drain ---------------------------------------------------------------------------
