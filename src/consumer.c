@@ -1,8 +1,8 @@
 /*
  * consumer.c — the poll thread. It never runs a handler and never sleeps on one: it polls,
  * wraps records into items, hands them to lanes, stops taking records when too much is in
- * flight, commits finished prefixes periodically, and handles cooperative rebalances
- * (revoke: stop, drain within a budget, commit, release).
+ * flight, stores finished prefixes for librdkafka's auto-commit, and handles cooperative
+ * rebalances (revoke: stop, drain within a budget, commit, release).
  *
  * Back-pressure: every assigned partition's queue is forwarded to one message queue (msgq),
  * apart from the consumer queue that carries rebalances and errors. When max_inflight records
@@ -27,6 +27,8 @@
 
 /* Records taken from librdkafka per poll-loop turn. */
 #define POLL_BATCH 512
+/* How often finished positions are stored for librdkafka's auto-commit. */
+#define STORE_INTERVAL_MS 50
 
 typedef struct usher_consumer {
     usher_app *app;
@@ -79,53 +81,68 @@ static void describe(const rd_kafka_topic_partition_list_t *l, char *buf, size_t
         snprintf(buf + k, n - k, "]");
 }
 
-/* Commits the finished prefix of each partition in ps (all assigned ones when ps is NULL).
- * Sync commits wait for the broker; async ones are confirmed in on_commit. */
-static void commit_positions(usher_consumer *c, usher_partition **ps, size_t n, bool sync)
+/* Stores the finished prefix of every assigned partition for librdkafka's auto-commit, which
+ * commits stored offsets every commit_interval_ms — and, unlike a commit from here, never while
+ * the group is rebalancing: a commit sent during a rejoin reaches the coordinator after the
+ * JoinGroup, carries a stale generation, and librdkafka 2.0.2 answers the ILLEGAL_GENERATION by
+ * dropping the whole assignment. Local and non-blocking. */
+static void store_positions(usher_consumer *c)
 {
-    rd_kafka_topic_partition_list_t *l = NULL;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)c->nparts + 1);
+
+    for (size_t i = 0; i < c->nparts; i++) {
+        usher_partition *p = c->parts[i];
+        int64_t pos = usher_partition_position(p);
+        if (pos < 0 || pos <= p->stored)
+            continue;
+        rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = pos;
+        p->stored = pos;
+    }
+    if (l->cnt > 0)
+        rd_kafka_offsets_store(c->rk, l);
+    for (int i = 0; i < l->cnt; i++) {
+        if (l->elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            usher_partition *p = find_part(c, l->elems[i].topic, l->elems[i].partition, NULL);
+            if (p != NULL)
+                p->stored = -1; /* store again next time */
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* Commits the finished prefix of ps now and waits for the broker. Used on a revoke and at
+ * shutdown, where the member's generation is current; records what the broker acknowledged. */
+static void commit_now(usher_consumer *c, usher_partition **ps, size_t n)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)n + 1);
     rd_kafka_resp_err_t err;
 
-    if (ps == NULL) {
-        ps = c->parts;
-        n = c->nparts;
-    }
-    l = rd_kafka_topic_partition_list_new((int)(n ? n : 1));
     for (size_t i = 0; i < n; i++) {
         int64_t pos = usher_partition_position(ps[i]);
-        if (pos < 0 || pos <= ps[i]->commit_sent)
-            continue;
-        rd_kafka_topic_partition_list_add(l, ps[i]->topic, ps[i]->partition)->offset = pos;
-        ps[i]->commit_sent = pos;
+        if (pos > 0 && pos > atomic_load(&ps[i]->committed))
+            rd_kafka_topic_partition_list_add(l, ps[i]->topic, ps[i]->partition)->offset = pos;
     }
     if (l->cnt == 0)
         goto out;
-    err = rd_kafka_commit(c->rk, l, sync ? 0 : 1);
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        if (err != RD_KAFKA_RESP_ERR__NO_OFFSET)
-            usher_warn("commit failed: %s", rd_kafka_err2str(err));
-        for (int i = 0; i < l->cnt; i++) {
-            usher_partition *p = find_part(c, l->elems[i].topic, l->elems[i].partition, NULL);
-            if (p != NULL)
-                p->commit_sent = -1; /* try again next time */
-        }
+    err = rd_kafka_commit(c->rk, l, 0);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+        usher_warn("commit failed: %s", rd_kafka_err2str(err));
         goto out;
     }
-    if (sync) {
-        for (int i = 0; i < l->cnt; i++) {
-            const rd_kafka_topic_partition_t *tp = &l->elems[i];
-            for (size_t j = 0; j < n; j++)
-                if (ps[j]->partition == tp->partition && strcmp(ps[j]->topic, tp->topic) == 0 &&
-                    tp->err == RD_KAFKA_RESP_ERR_NO_ERROR &&
-                    tp->offset > atomic_load(&ps[j]->committed))
-                    atomic_store(&ps[j]->committed, tp->offset);
-        }
+    for (int i = 0; i < l->cnt; i++) {
+        const rd_kafka_topic_partition_t *tp = &l->elems[i];
+        for (size_t j = 0; j < n; j++)
+            if (tp->err == RD_KAFKA_RESP_ERR_NO_ERROR && ps[j]->partition == tp->partition &&
+                strcmp(ps[j]->topic, tp->topic) == 0 &&
+                tp->offset > atomic_load(&ps[j]->committed))
+                atomic_store(&ps[j]->committed, tp->offset);
     }
 out:
     rd_kafka_topic_partition_list_destroy(l);
 }
 
-/* Async commit result: record what the broker acknowledged, resend what failed. */
+/* Commit results (auto-commits and commit_now): record what the broker acknowledged. A failed
+ * auto-commit is simply made again at the next interval from the stored offsets. */
 static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                       rd_kafka_topic_partition_list_t *offsets, void *opaque)
 {
@@ -139,12 +156,9 @@ static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         usher_partition *p = find_part(c, tp->topic, tp->partition, NULL);
         if (p == NULL)
             continue;
-        if (err == RD_KAFKA_RESP_ERR_NO_ERROR && tp->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-            if (tp->offset > atomic_load(&p->committed))
-                atomic_store(&p->committed, tp->offset);
-        } else if (p->commit_sent == tp->offset) {
-            p->commit_sent = -1;
-        }
+        if (err == RD_KAFKA_RESP_ERR_NO_ERROR && tp->err == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            tp->offset > atomic_load(&p->committed))
+            atomic_store(&p->committed, tp->offset);
     }
 }
 
@@ -299,7 +313,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         usher_info("%s %d partition(s): %s", lost ? "lost" : "revoking", parts->cnt, desc);
         drain(c, ps, n, lost ? usher_now_ms() : deadline);
         if (!lost)
-            commit_positions(c, ps, n, true);
+            commit_now(c, ps, n);
         for (size_t i = 0; i < n; i++) {
             size_t idx;
             if (find_part(c, ps[i]->topic, ps[i]->partition, &idx) != NULL) {
@@ -376,12 +390,13 @@ static rd_kafka_conf_t *consumer_conf(usher_consumer *c, char *errstr, size_t er
 {
     const usher_config *cfg = c->app->cfg;
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    char interval[32];
+    char interval[32], commit_interval[32];
     const char *fixed[][2] = {
         { "bootstrap.servers", cfg->bootstrap_servers },
         { "group.id", cfg->group_id },
-        { "enable.auto.commit", "false" },
+        { "enable.auto.commit", "true" }, /* of the offsets usher stores, see store_positions */
         { "enable.auto.offset.store", "false" },
+        { "auto.commit.interval.ms", commit_interval },
         { "partition.assignment.strategy", "cooperative-sticky" },
         { "enable.partition.eof", "false" },
     };
@@ -396,6 +411,7 @@ static rd_kafka_conf_t *consumer_conf(usher_consumer *c, char *errstr, size_t er
             RD_KAFKA_CONF_OK)
         goto fail;
     snprintf(interval, sizeof(interval), "%" PRId64, cfg->report_interval_ms);
+    snprintf(commit_interval, sizeof(commit_interval), "%" PRId64, cfg->commit_interval_ms);
     if (rd_kafka_conf_set(conf, "statistics.interval.ms", interval, errstr, errstr_size) !=
         RD_KAFKA_CONF_OK)
         goto fail;
@@ -444,7 +460,7 @@ static int take(usher_consumer *c, rd_kafka_message_t *msg, usher_item **items, 
 static int poll_loop(usher_consumer *c)
 {
     const usher_config *cfg = c->app->cfg;
-    int64_t next_commit = usher_now_ms() + cfg->commit_interval_ms;
+    int64_t next_store = usher_now_ms() + STORE_INTERVAL_MS;
     rd_kafka_message_t *batch[POLL_BATCH];
     usher_item *items[POLL_BATCH + 1];
     rd_kafka_message_t *msg;
@@ -476,9 +492,9 @@ static int poll_loop(usher_consumer *c)
                 rc = take(c, msg, items, &n);
         }
         usher_workers_dispatch(c->app, items, n);
-        if (usher_now_ms() >= next_commit) {
-            commit_positions(c, NULL, 0, false);
-            next_commit = usher_now_ms() + cfg->commit_interval_ms;
+        if (usher_now_ms() >= next_store) {
+            store_positions(c);
+            next_store = usher_now_ms() + STORE_INTERVAL_MS;
         }
     }
     if (rc != 0)
@@ -562,7 +578,7 @@ int usher_run(const usher_config *cfg, usher_registry *reg)
     }
     pthread_mutex_unlock(&app.drain_lock);
     if (rc == 0)
-        commit_positions(&c, NULL, 0, true);
+        commit_now(&c, c.parts, c.nparts);
     if (c.reporter != NULL) {
         size_t n = 0;
         usher_part_report *snap = snapshot(&c, &n);

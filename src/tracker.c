@@ -18,7 +18,7 @@ usher_partition *usher_partition_new(const char *topic, int32_t partition)
     p->partition = partition;
     pthread_mutex_init(&p->lock, NULL);
     p->last_dispatched = -1;
-    p->commit_sent = -1;
+    p->stored = -1;
     atomic_init(&p->committed, 0);
     atomic_init(&p->pending, 0);
     atomic_init(&p->revoked, false);

@@ -23,7 +23,7 @@ typedef struct usher_partition {
     size_t head, count, cap;
     int64_t last_dispatched; /* -1 before the first dispatch */
 
-    int64_t commit_sent;          /* last position handed to rd_kafka_commit (poll thread only) */
+    int64_t stored;               /* last position stored for auto-commit (poll thread only) */
     _Atomic int64_t committed;    /* last position the broker acknowledged, 0 if none yet */
     atomic_int pending;           /* records queued or running */
     atomic_bool revoked;          /* stop starting new work for this partition */

@@ -38,7 +38,10 @@ while :; do
   [ "$SECONDS" -lt "$deadline" ] || fail "the backlog did not drain within 120 s (lag samples: ${samples[*]})"
   stats_json "$T/usher.conf" "$T/s.json"
   lt="$(jq '.lag_total // "absent"' "$T/s.json")"
-  if [ "$lt" != absent ] && [ "$lt" -gt 0 ] && [ "$(jq '.lag | length' "$T/s.json")" -gt 0 ]; then
+  # A sample counts once every partition's log end is known (right after the assignment a
+  # partition may still report end -1 until its first fetch).
+  if [ "$lt" != absent ] && [ "$lt" -gt 0 ] &&
+     jq -e '(.lag | length) > 0 and ([.lag[] | select(.end < 0)] | length) == 0' "$T/s.json" >/dev/null; then
     errs="$(jq -r --argjson ends "$ends_json" --argjson pid "$pid" --argjson parts $PARTS '
       ([.members | to_entries[] | select(.value.pid == $pid)]) as $me |
       (if ($me | length) != 1 then "member with pid \($pid) not in .members: \(.members | keys)"
