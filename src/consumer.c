@@ -124,6 +124,15 @@ static void commit_now(usher_consumer *c, usher_partition **ps, size_t n)
     }
     if (l->cnt == 0)
         goto out;
+    /* Stored too: librdkafka commits the stored offsets again when it unassigns, and an older
+     * stored offset would move the committed one back. */
+    rd_kafka_offsets_store(c->rk, l);
+    for (int i = 0; i < l->cnt; i++) {
+        usher_partition *p = find_part(c, l->elems[i].topic, l->elems[i].partition, NULL);
+        if (p != NULL && l->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            l->elems[i].offset > p->stored)
+            p->stored = l->elems[i].offset;
+    }
     err = rd_kafka_commit(c->rk, l, 0);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
         usher_warn("commit failed: %s", rd_kafka_err2str(err));
