@@ -443,6 +443,20 @@ fail:
     return NULL;
 }
 
+/* Sleeps until fewer than max_inflight records are in flight, or timeout_ms passed. */
+static void wait_for_room(usher_app *app, int timeout_ms)
+{
+    struct timespec ts;
+    int64_t until = usher_wall_ms() + timeout_ms;
+
+    ts.tv_sec = (time_t)(until / 1000);
+    ts.tv_nsec = (long)(until % 1000) * 1000000L;
+    pthread_mutex_lock(&app->drain_lock);
+    if (atomic_load(&app->inflight) >= app->cfg->max_inflight)
+        pthread_cond_timedwait(&app->drain_cond, &app->drain_lock, &ts);
+    pthread_mutex_unlock(&app->drain_lock);
+}
+
 /* Takes a polled message: a record is wrapped and appended to items[*n]; an error is
  * reported. Returns 1 on a fatal error. */
 static int take(usher_consumer *c, rd_kafka_message_t *msg, usher_item **items, size_t *n)
@@ -496,9 +510,11 @@ static int poll_loop(usher_consumer *c)
             while (rc == 0 && n < POLL_BATCH && (msg = rd_kafka_consumer_poll(c->rk, 0)) != NULL)
                 rc = take(c, msg, items, &n);
         } else {
-            msg = rd_kafka_consumer_poll(c->rk, 20);
-            if (msg != NULL)
+            /* Full: serve rebalances and errors, then sleep until a record finishes (at most
+             * 20 ms, so the consumer queue is still polled often). */
+            while (rc == 0 && n < POLL_BATCH && (msg = rd_kafka_consumer_poll(c->rk, 0)) != NULL)
                 rc = take(c, msg, items, &n);
+            wait_for_room(c->app, 20);
         }
         usher_workers_dispatch(c->app, items, n);
         if (usher_now_ms() >= next_store) {
