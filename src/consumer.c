@@ -367,6 +367,7 @@ static usher_item *wrap(usher_consumer *c, rd_kafka_message_t *msg)
         abort();
     it->msg = msg;
     it->part = p;
+    it->keyslot = -1; /* set by the lane choice */
     usher_partition_ref(p);
     it->meta.topic = topic;
     it->meta.partition = msg->partition;

@@ -30,6 +30,7 @@ typedef struct usher_item {
     usher_kafka_meta meta;    /* points into msg */
     usher_header *headers;    /* owned array; names and values point into msg */
     int dlq_attempts;         /* dead-letter produce attempts */
+    int keyslot;              /* ordering = key: the key's slot in app->keyslots, or -1 */
 } usher_item;
 
 /* A FIFO of items served by one worker: records that must stay in order share a lane. */
@@ -43,6 +44,15 @@ typedef struct usher_lane {
 typedef struct usher_worker usher_worker;
 typedef struct usher_dlq usher_dlq;
 
+/* ordering = key: records whose keys hash to a slot go to the slot's lane while any of them is
+ * in flight, so a key's records stay in order; an idle slot takes the next lane in turn, so
+ * different keys spread over every worker. */
+#define USHER_KEY_SLOTS 4096
+typedef struct usher_keyslot {
+    atomic_int inflight;
+    unsigned lane; /* poll thread only */
+} usher_keyslot;
+
 typedef struct usher_app {
     const usher_config *cfg;
     usher_registry *reg;
@@ -51,6 +61,8 @@ typedef struct usher_app {
     usher_dlq *dlq;              /* NULL when no dead-letter topic is configured */
     usher_worker *workers;
     size_t nworkers;
+    usher_keyslot *keyslots;     /* USHER_KEY_SLOTS of them */
+    unsigned next_lane;          /* poll thread only */
     atomic_int inflight;         /* items handed out and not yet finished */
     atomic_bool quit;            /* workers: abandon what is left and exit */
     pthread_mutex_t drain_lock;  /* with drain_cond: signalled whenever an item finishes */

@@ -72,6 +72,8 @@ void usher_item_finish(usher_app *app, usher_item *it, bool done)
 
     if (done)
         usher_partition_done(p, it->meta.offset);
+    if (it->keyslot >= 0)
+        atomic_fetch_sub(&app->keyslots[it->keyslot].inflight, 1);
     rd_kafka_message_destroy(it->msg);
     free(it->headers);
     free(it);
@@ -300,29 +302,34 @@ static uint64_t fnv1a(const void *data, size_t n, uint64_t h)
     return h;
 }
 
-/* The lane an item belongs to under the configured ordering. */
-static size_t lane_of(usher_app *app, const usher_item *it)
+/* The lane an item belongs to under the configured ordering (poll thread only). */
+static size_t lane_of(usher_app *app, usher_item *it)
 {
-    static atomic_uint round_robin;
     uint64_t h = 0xcbf29ce484222325ull;
 
+    it->keyslot = -1;
     switch (app->cfg->ordering) {
     case USHER_ORDER_KEY:
         if (it->meta.key != NULL) {
+            usher_keyslot *ks;
             h = fnv1a(it->meta.key, it->meta.key_len, h);
-            break;
+            it->keyslot = (int)(h % USHER_KEY_SLOTS);
+            ks = &app->keyslots[it->keyslot];
+            if (atomic_load(&ks->inflight) == 0)
+                ks->lane = app->next_lane++ % (unsigned)app->nworkers;
+            atomic_fetch_add(&ks->inflight, 1);
+            return ks->lane;
         }
         /* records without a key keep partition order */
         __attribute__((fallthrough));
     case USHER_ORDER_PARTITION:
         h = fnv1a(it->meta.topic, strlen(it->meta.topic), h);
         h = fnv1a(&it->meta.partition, sizeof(it->meta.partition), h);
-        break;
+        return (size_t)(h % app->nworkers);
     case USHER_ORDER_UNORDERED:
-        h = atomic_fetch_add(&round_robin, 1);
-        break;
+    default:
+        return app->next_lane++ % (unsigned)app->nworkers;
     }
-    return (size_t)(h % app->nworkers);
 }
 
 void usher_workers_dispatch(usher_app *app, usher_item **items, size_t n)
@@ -797,7 +804,8 @@ static void *worker_main(void *arg)
 int usher_workers_start(usher_app *app, size_t n, char *errstr, size_t errstr_size)
 {
     app->workers = calloc(n, sizeof(*app->workers));
-    if (app->workers == NULL)
+    app->keyslots = calloc(USHER_KEY_SLOTS, sizeof(*app->keyslots));
+    if (app->workers == NULL || app->keyslots == NULL)
         goto oom;
     app->nworkers = n;
     for (size_t i = 0; i < n; i++) {
@@ -841,4 +849,6 @@ void usher_workers_join(usher_app *app)
     free(app->workers);
     app->workers = NULL;
     app->nworkers = 0;
+    free(app->keyslots);
+    app->keyslots = NULL;
 }
