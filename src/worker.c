@@ -21,6 +21,8 @@ static const char *const metric_names[M_COUNT] = { "ok", "retried", "failed", "d
                                                    "skipped" };
 
 #define MAX_PENDING_REASONS 16
+/* Upper bound on records a worker takes from its lane at once (one batch). */
+#define MAX_TAKE 256
 
 struct usher_worker {
     usher_app *app;
@@ -40,6 +42,10 @@ struct usher_worker {
     size_t reason_count;
     int64_t metrics_flushed_at;
     int handlers_announced;
+    /* Records done but not yet released: released by settle(), after their metrics are
+     * written, so that a committed record's metrics are in Redis too. */
+    usher_item *done[MAX_TAKE];
+    size_t ndone;
 };
 
 struct usher_ctx {
@@ -49,8 +55,6 @@ struct usher_ctx {
     int64_t retry_after_ms;
 };
 
-/* Upper bound on records a worker takes from its lane at once (one batch). */
-#define MAX_TAKE 256
 
 int64_t usher_now_ms(void)
 {
@@ -409,13 +413,23 @@ static bool must_abandon(usher_worker *w, usher_item *it)
     return atomic_load(&it->part->revoked) || atomic_load(&w->app->quit);
 }
 
+/* Writes the pending metrics, then releases the records that are done (so they can be
+ * committed). */
+static void settle(usher_worker *w)
+{
+    flush_metrics(w, true);
+    for (size_t i = 0; i < w->ndone; i++)
+        usher_item_finish(w->app, w->done[i], true);
+    w->ndone = 0;
+}
+
 /* Sleeps until deadline (monotonic ms) unless the item must be abandoned first. Returns false
  * when it must be abandoned. */
 static bool backoff_wait(usher_worker *w, usher_item *it, int64_t deadline)
 {
     usher_lane *lane = &w->lane;
 
-    flush_metrics(w, true);
+    settle(w);
     for (;;) {
         int64_t now = usher_now_ms();
         struct timespec ts;
@@ -608,7 +622,7 @@ static void finish_record(usher_worker *w, record *r)
         attempt(w, r, attempts == 1 && r->batch_tried);
         int pending = unfinished(w, r);
         if (pending < 0 && r->failed < 0) {
-            usher_item_finish(app, it, true);
+            w->done[w->ndone++] = it; /* released by settle() */
             return;
         }
         if (pending >= 0 && r->retry_handler < 0)
@@ -775,6 +789,7 @@ static void process(usher_worker *w, usher_item **items, size_t n)
         free(recs[i].done);
         usher_batch_release(&recs[i].batch);
     }
+    settle(w);
 }
 
 static void *worker_main(void *arg)
@@ -791,7 +806,6 @@ static void *worker_main(void *arg)
             continue;
         }
         process(w, items, n);
-        flush_metrics(w, false);
     }
     /* Anything still queued was never started: leave it uncommitted. */
     for (size_t n; (n = lane_take(w, items, MAX_TAKE)) > 0;)
