@@ -109,7 +109,7 @@ int usher_json_guard(const void *buf, size_t len, unsigned max_depth, size_t max
                     guard_fail(err, "parse_error", i, "escaped NUL (\\u0000) in a string");
                     goto out;
                 }
-                i++; /* the escaped character; \uXXXX digits are plain ASCII */
+                i++; /* the escaped character (the hex digits after a \u are plain ASCII) */
             } else if (c < 0x20) {
                 char what[64];
                 snprintf(what, sizeof(what), "raw control character 0x%02x in a string", c);

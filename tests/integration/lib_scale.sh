@@ -2,19 +2,7 @@
 # shellcheck disable=SC2153 # SRC_DIR, USHER_BIN, ... come from ctest's ENVIRONMENT and lib.sh
 # Helpers for the scale-out tests (test_key_ordering, test_slow_handler_no_eviction,
 # test_lag_stats, test_chaos), sourced after lib.sh and it_init. Not a test itself (the ctest
-# glob takes test_*.sh only).
-
-# scale_sinks_start: starts this test's SMTP and HTTP sinks in $T/sinks (tests/harness/sinks),
-# sources their env.sh (SMTP_URL, SMTP_MAILDIR, HTTP_SINK_URL, HTTP_SINK_LOG, ...) and makes
-# the EXIT trap stop them (and run SCALE_EXTRA_CLEANUP, if set) before lib.sh's it_cleanup.
-scale_sinks_start() {
-  SINKS="$T/sinks"
-  # shellcheck disable=SC2154 # rc is assigned inside the trap
-  trap 'rc=$?; set +e; [ -z "${SCALE_EXTRA_CLEANUP:-}" ] || eval "$SCALE_EXTRA_CLEANUP"; "$SRC_DIR/tests/harness/sinks" stop "$SINKS" >/dev/null 2>&1; (exit $rc); it_cleanup' EXIT
-  "$SRC_DIR/tests/harness/sinks" start "$SINKS" 2>/dev/null || fail "tests/harness/sinks start failed"
-  # shellcheck disable=SC1091
-  . "$SINKS/env.sh"
-}
+# glob takes test_*.sh only). Their sinks come from lib.sh's start_sinks.
 
 # sink_mode JSON: replaces the HTTP sink's fault mode (tests/servers/README.md); fails unless
 # the sink accepted it.

@@ -52,8 +52,8 @@ for f in "${POISON[@]}"; do poison_args+=(--poison "$FIXTURES/bad/$f"); done
 # --- servers: sinks, the test's own Redis, topics --------------------------------------------
 PRODUCER_PID=""
 # shellcheck disable=SC2016 # evaluated by the EXIT trap
-SCALE_EXTRA_CLEANUP='[ -z "$PRODUCER_PID" ] || kill "$PRODUCER_PID" 2>/dev/null'
-scale_sinks_start
+IT_EXTRA_CLEANUP='[ -z "$PRODUCER_PID" ] || kill "$PRODUCER_PID" 2>/dev/null'
+start_sinks
 IT_REDIS_DIR="$T/redis" IT_REDIS_NAME=chaos
 "$SRC_DIR/tests/harness/redis" start "$IT_REDIS_DIR" chaos 2>/dev/null || fail "could not start the test's Redis"
 redis_url="$("$SRC_DIR/tests/harness/redis" url "$IT_REDIS_DIR" chaos)"
@@ -64,14 +64,8 @@ log "expected: $(jq -c '{total, new_users, events: (.events | map_values(.total)
 write_config "$T/usher.conf" "$redis_url" "retry_initial_ms = 50
 retry_max_ms = 2000"
 scale_conf_set "$T/usher.conf" workers $WORKERS
+handler_sections welcome_email >>"$T/usher.conf"
 cat >>"$T/usher.conf" <<EOF
-
-[handler.welcome_email]
-smtp_url = $SMTP_URL
-from = welcome@example.com
-from_name = Example Team
-template_text = $SRC_DIR/config/templates/welcome.txt
-template_html = $SRC_DIR/config/templates/welcome.html
 
 [handler.slack_notify]
 events = *

@@ -8,47 +8,20 @@
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 it_init handlers_delivery
 
-N=500 SEED=31 TOKEN="crm-token-$RANDOM$RANDOM"
-SINKS="$T/sinks"
-trap 'rc=$?; set +e; "$SRC_DIR/tests/harness/sinks" stop "$SINKS" >/dev/null 2>&1; (exit $rc); it_cleanup' EXIT
-"$SRC_DIR/tests/harness/sinks" start "$SINKS" 2>/dev/null || fail "tests/harness/sinks start failed"
-# shellcheck disable=SC1091
-. "$SINKS/env.sh"
+N=500 SEED=31 IT_CRM_TOKEN="crm-token-$RANDOM$RANDOM"
+start_sinks
 
 create_topics 6
 tk produce-signups -b "$KAFKA_BOOTSTRAP" -t "$TOPIC" -n $N -u $N --seed $SEED >"$T/expect.json"
 [ "$(jq .total "$T/expect.json")" = $N ] || fail "testkit produced $(jq .total "$T/expect.json"), not $N"
 
-# handler_config FILE: the test config plus the three handlers pointed at the sinks.
-handler_config() {
-  write_config "$1"
-  cat >>"$1" <<EOF
-
-[handler.welcome_email]
-smtp_url = $SMTP_URL
-from = welcome@example.com
-from_name = Example Team
-template_text = $SRC_DIR/config/templates/welcome.txt
-template_html = $SRC_DIR/config/templates/welcome.html
-
-[handler.slack_notify]
-webhook_url = $HTTP_SINK_URL/services/T0001/B0001/hook
-
-[handler.crm_sync]
-provider = hubspot
-url = $HTTP_SINK_URL
-token = $TOKEN
-EOF
-  "$USHER_BIN" check-config -c "$1" >/dev/null 2>"$T/check.err" ||
-    fail "check-config rejected $1: $(cat "$T/check.err")"
-}
-
 # check_deliveries: exactly N of each, one per user, with the right content (Python's email
 # parser reads the stored messages, so headers and quoted-printable bodies are decoded for real).
 check_deliveries() {
-  /usr/bin/python3 - "$SMTP_MAILDIR" "$HTTP_SINK_LOG" "$N" "$SEED" "$TOKEN" <<'PY' || fail "deliveries wrong (see above)"
+  /usr/bin/python3 - "$SMTP_MAILDIR" "$HTTP_SINK_LOG" "$N" "$SEED" "$IT_CRM_TOKEN" "$IT_SLACK_PATH" "$IT_CRM_PATH" <<'PY' ||
 import email, email.policy, email.utils, json, os, re, sys
 maildir, http_log, n, seed, token = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+slack_path, crm_path = sys.argv[6], sys.argv[7]
 errors = []
 def err(m):
     if len(errors) < 20: errors.append(m)
@@ -90,8 +63,8 @@ if dups: err(f"{len(dups)} users got several e-mails, e.g. {list(dups.items())[:
 if len(mids) != len(index): err(f"{len(mids)} distinct Message-IDs for {len(index)} messages")
 
 reqs = [json.loads(l) for l in open(http_log)]
-slack = [r for r in reqs if r["path"] == "/services/T0001/B0001/hook"]
-crm = [r for r in reqs if r["path"] == "/crm/v3/objects/contacts/batch/upsert"]
+slack = [r for r in reqs if r["path"] == slack_path]
+crm = [r for r in reqs if r["path"] == crm_path]
 if len(reqs) != len(slack) + len(crm): err(f"{len(reqs) - len(slack) - len(crm)} requests to other paths")
 if len(slack) != n: err(f"{len(slack)} Slack posts, expected {n}")
 if len(crm) != n: err(f"{len(crm)} CRM upserts, expected {n}")
@@ -129,9 +102,10 @@ if set(crm_users) != set(expected) or any(c != 1 for c in crm_users.values()):
 for m in errors: print(m, file=sys.stderr)
 sys.exit(1 if errors else 0)
 PY
+    fail "deliveries wrong (see above)"
 }
 
-handler_config "$T/usher.conf"
+handlers_config "$T/usher.conf"
 usher_start "$T/usher.conf" "$T/usher.log"
 wait_at_end 120 "$USHER_PID"
 check_deliveries
@@ -148,7 +122,7 @@ usher_stop "$USHER_PID" 15
 # Redelivery: a fresh group re-reads all N records; the idempotency markers (same key_prefix)
 # must keep every side effect from happening twice.
 GROUP="$GROUP-again"
-handler_config "$T/usher2.conf"
+handlers_config "$T/usher2.conf"
 usher_start "$T/usher2.conf" "$T/usher2.log"
 wait_at_end 120 "$USHER_PID"
 check_deliveries

@@ -7,11 +7,7 @@
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 it_init handlers_injection
 
-SINKS="$T/sinks"
-trap 'rc=$?; set +e; "$SRC_DIR/tests/harness/sinks" stop "$SINKS" >/dev/null 2>&1; (exit $rc); it_cleanup' EXIT
-"$SRC_DIR/tests/harness/sinks" start "$SINKS" 2>/dev/null || fail "tests/harness/sinks start failed"
-# shellcheck disable=SC1091
-. "$SINKS/env.sh"
+start_sinks
 
 create_topics 1
 jq -n '{user_id: "auth0|inj-bcc", email: "mallory@example.com",
@@ -21,20 +17,7 @@ jq -n '{user_id: "auth0|inj-channel", email: "channel@example.com", name: "<!cha
 tk produce-file -b "$KAFKA_BOOTSTRAP" -t "$TOPIC" -f "$T/bcc.json" -k inj-bcc -H usher-event-type=signup
 tk produce-file -b "$KAFKA_BOOTSTRAP" -t "$TOPIC" -f "$T/channel.json" -k inj-channel -H usher-event-type=signup
 
-write_config "$T/usher.conf"
-cat >>"$T/usher.conf" <<EOF
-
-[handler.welcome_email]
-smtp_url = $SMTP_URL
-from = welcome@example.com
-template_text = $SRC_DIR/config/templates/welcome.txt
-template_html = $SRC_DIR/config/templates/welcome.html
-
-[handler.slack_notify]
-webhook_url = $HTTP_SINK_URL/services/T0001/B0001/hook
-EOF
-"$USHER_BIN" check-config -c "$T/usher.conf" >/dev/null 2>"$T/check.err" ||
-  fail "check-config rejected the config: $(cat "$T/check.err")"
+handlers_config "$T/usher.conf" welcome_email slack_notify
 usher_start "$T/usher.conf" "$T/usher.log"
 wait_at_end 60 "$USHER_PID"
 

@@ -12,38 +12,25 @@ SMTP_USER="usher-mailer"
 SMTP_PASS="pw-$(od -An -N8 -tx8 /dev/urandom | tr -d ' \n')"
 CRM_TOKEN="pat-na1-$(od -An -N8 -tx8 /dev/urandom | tr -d ' \n')"
 HOOK_SECRET="XS$(od -An -N8 -tx8 /dev/urandom | tr -d ' \n')"
-SINKS="$T/sinks"
-trap 'rc=$?; set +e; "$SRC_DIR/tests/harness/sinks" stop "$SINKS" >/dev/null 2>&1; (exit $rc); it_cleanup' EXIT
-SINKS_SMTP_AUTH="$SMTP_USER:$SMTP_PASS" "$SRC_DIR/tests/harness/sinks" start "$SINKS" 2>/dev/null ||
-  fail "tests/harness/sinks start failed"
-# shellcheck disable=SC1091
-. "$SINKS/env.sh"
+SINKS_SMTP_AUTH="$SMTP_USER:$SMTP_PASS" start_sinks
 [ "${SMTP_AUTH_USER:-}" = "$SMTP_USER" ] || fail "the SMTP sink did not turn AUTH on"
 
 create_topics 3
 tk produce-signups -b "$KAFKA_BOOTSTRAP" -t "$TOPIC" -n $N -u $N --seed 47 >/dev/null
 
-write_config "$T/usher.conf" "$REDIS_URL" "retry_initial_ms = 50
-retry_max_ms = 500"
-sed -i 's/^log_level = info/log_level = debug/' "$T/usher.conf"
+handlers_config "$T/usher.conf"
+conf_set "$T/usher.conf" usher retry_initial_ms 50
+conf_set "$T/usher.conf" usher retry_max_ms 500
+conf_set "$T/usher.conf" usher log_level debug
 # The secrets come from the environment, as the README recommends.
-cat >>"$T/usher.conf" <<EOF
-
-[handler.welcome_email]
-smtp_url = $SMTP_URL
-username = $SMTP_USER
-password = \${TEST_SMTP_PASSWORD}
-from = welcome@example.com
-template_text = $SRC_DIR/config/templates/welcome.txt
-template_html =
-
-[handler.slack_notify]
-webhook_url = \${TEST_SLACK_WEBHOOK}
-
-[handler.crm_sync]
-url = $HTTP_SINK_URL
-token = \${TEST_CRM_TOKEN}
-EOF
+conf_set "$T/usher.conf" handler.welcome_email username "$SMTP_USER"
+# shellcheck disable=SC2016 # ${...} is for usher to expand (here and below)
+conf_set "$T/usher.conf" handler.welcome_email password '${TEST_SMTP_PASSWORD}'
+conf_set "$T/usher.conf" handler.welcome_email template_html ''
+# shellcheck disable=SC2016
+conf_set "$T/usher.conf" handler.slack_notify webhook_url '${TEST_SLACK_WEBHOOK}'
+# shellcheck disable=SC2016
+conf_set "$T/usher.conf" handler.crm_sync token '${TEST_CRM_TOKEN}'
 export TEST_SMTP_PASSWORD="$SMTP_PASS" TEST_CRM_TOKEN="$CRM_TOKEN"
 export TEST_SLACK_WEBHOOK="$HTTP_SINK_URL/services/T0001/B0001/$HOOK_SECRET"
 "$USHER_BIN" check-config -c "$T/usher.conf" >"$T/check.out" 2>&1 ||

@@ -13,7 +13,7 @@ it_init key_ordering
 
 N=2000 USERS=200 DELAY_MS=${KEY_ORDERING_DELAY_MS:-20} SEED=61
 MIN_RATE=$((10 * 1000 / DELAY_MS))
-scale_sinks_start
+start_sinks
 create_topics 6
 tk produce-mixed -b "$KAFKA_BOOTSTRAP" -t "$TOPIC" -n $N -u $USERS --seed $SEED >"$T/expect.json"
 [ "$(jq .total "$T/expect.json")" = $N ] || fail "testkit produced $(jq .total "$T/expect.json") events, not $N"

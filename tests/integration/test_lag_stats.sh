@@ -12,7 +12,7 @@
 it_init lag_stats
 
 N=600 SEED=81 DELAY_MS=40 PARTS=6
-scale_sinks_start
+start_sinks
 create_topics $PARTS
 tk produce-signups -b "$KAFKA_BOOTSTRAP" -t "$TOPIC" -n $N -u $N --seed $SEED >"$T/expect.json"
 sink_mode "{\"delay_ms\": $DELAY_MS}"

@@ -12,7 +12,7 @@
 it_init slow_handler_no_eviction
 
 N=100 SEED=71 DELAY_MS=300 POLL_MS=10000
-scale_sinks_start
+start_sinks
 create_topics 6
 tk produce-signups -b "$KAFKA_BOOTSTRAP" -t "$TOPIC" -n $N -u $N --seed $SEED >"$T/expect.json"
 [ "$(jq .total "$T/expect.json")" = $N ] || fail "testkit produced $(jq .total "$T/expect.json"), not $N"

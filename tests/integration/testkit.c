@@ -707,6 +707,30 @@ static void tally_range(const struct opts *o, long long from, long long to, stru
     free(seen);
 }
 
+/* Prints OUT as one compact JSON line (sorted keys) on stdout and frees it. */
+static void print_json_line(json_t *out) {
+    char *s = json_dumps(out, JSON_COMPACT | JSON_SORT_KEYS);
+    if (!s) die("json_dumps");
+    puts(s);
+    free(s);
+    json_decref(out);
+}
+
+/* produce-signups / produce-mixed: checks -t and N/-u/--days, defaults --count to the rest of
+ * the N events and checks --start/--count (exit 2 if outside 0..N). [*from, *to) is the range
+ * to produce, or all N with --expect-only. */
+static void produce_range(struct opts *o, long long *from, long long *to) {
+    need(o->topic, "-t TOPIC");
+    if (o->n < 1 || o->users < 1 || o->days < 1 || o->days > 366 * 4) usage();
+    if (!o->count_set) o->count = o->n - o->start;
+    if (o->start > o->n || o->count < 0 || o->start + o->count > o->n) {
+        fprintf(stderr, "usher-testkit: --start/--count outside 0..N\n");
+        exit(2);
+    }
+    *from = o->expect_only ? 0 : o->start;
+    *to = o->expect_only ? o->n : o->start + o->count;
+}
+
 /* Prints {"total":N,"days":{...},"unique_users":{...}} for tally t. */
 static void print_tally(const struct opts *o, const struct tally *t, long long from,
                         long long to) {
@@ -726,24 +750,15 @@ static void print_tally(const struct opts *o, const struct tally *t, long long f
     json_t *out = json_pack("{s:I, s:o, s:o, s:o, s:I, s:I}", "total", (json_int_t)t->total,
                             "days", days, "unique_users", uniq, "formats", fmts, "start",
                             (json_int_t)from, "count", (json_int_t)(to - from));
-    char *s = json_dumps(out, JSON_COMPACT | JSON_SORT_KEYS);
-    puts(s);
-    free(s);
-    json_decref(out);
+    print_json_line(out);
 }
 
 /* Produces events [start, start+count) of the deterministic sequence of N signups and prints
  * the expectation for what it produced (or, with --expect-only, for all N, producing nothing). */
 static int cmd_produce_signups(const struct opts *o_in) {
     struct opts o = *o_in;
-    need(o.topic, "-t TOPIC");
-    if (o.n < 1 || o.users < 1 || o.days < 1 || o.days > 366 * 4) usage();
-    if (!o.count_set) o.count = o.n - o.start;
-    if (o.start > o.n || o.count < 0 || o.start + o.count > o.n) {
-        fprintf(stderr, "usher-testkit: --start/--count outside 0..N\n");
-        exit(2);
-    }
-    long long from = o.expect_only ? 0 : o.start, to = o.expect_only ? o.n : o.start + o.count;
+    long long from, to;
+    produce_range(&o, &from, &to);
     struct tally *t = malloc(sizeof(*t));
     if (!t) die("out of memory");
     tally_range(&o, from, to, t);
@@ -1323,11 +1338,7 @@ static void print_mixed_expect(const struct opts *o, long long from, long long t
                             (json_int_t)o->users, "events", events, "unique_users", uniq,
                             "new_users", (json_int_t)signups, "user_events", users, "poison",
                             poison);
-    char *s = json_dumps(out, JSON_COMPACT | JSON_SORT_KEYS);
-    if (!s) die("json_dumps");
-    puts(s);
-    free(s);
-    json_decref(out);
+    print_json_line(out);
     free(cnt);
     free(uu);
     free(seen);
@@ -1339,16 +1350,10 @@ static void print_mixed_expect(const struct opts *o, long long from, long long t
  * nothing). */
 static int cmd_produce_mixed(const struct opts *o_in) {
     struct opts o = *o_in;
-    need(o.topic, "-t TOPIC");
-    if (o.n < 1 || o.users < 1 || o.days < 1 || o.days > 366 * 4) usage();
-    if (!o.count_set) o.count = o.n - o.start;
-    if (o.start > o.n || o.count < 0 || o.start + o.count > o.n) {
-        fprintf(stderr, "usher-testkit: --start/--count outside 0..N\n");
-        exit(2);
-    }
+    long long from, to;
+    produce_range(&o, &from, &to);
     for (int j = 0; j < o.n_poison; j++)
         if (access(o.poison[j], R_OK) != 0) die("%s: %s", o.poison[j], strerror(errno));
-    long long from = o.expect_only ? 0 : o.start, to = o.expect_only ? o.n : o.start + o.count;
     struct delivered where[MAX_POISON];
     memset(where, 0, sizeof(where));
     if (!o.expect_only) {
