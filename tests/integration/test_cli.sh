@@ -49,6 +49,13 @@ expect_rc 2 "$USHER_BIN" check-config -c "$T/bad-event.conf"
 grep -q "^$T/bad-event.conf:$line: .*teleported" "$T/err" ||
   fail "unknown event type error is not FILE:$line: ...: $(cat "$T/err")"
 
+# A handler's own start-up check (init) is part of check-config: a missing template is a
+# configuration error that names the file.
+printf '\n[handler.welcome_email]\nsmtp_url = smtp://127.0.0.1:9\nfrom = a@example.com\ntemplate_text = %s\n' \
+  "$T/no-such-template.txt" | cat "$T/good.conf" - >"$T/bad-template.conf"
+expect_rc 2 "$USHER_BIN" check-config -c "$T/bad-template.conf"
+grep -q "no-such-template.txt" "$T/err" || fail "missing template error does not name it: $(cat "$T/err")"
+
 # USHER_CONFIG is the default path.
 USHER_CONFIG="$T/bad-key.conf" expect_rc 2 "$USHER_BIN" check-config
 USHER_CONFIG="$T/good.conf" expect_rc 0 "$USHER_BIN" check-config
