@@ -570,7 +570,6 @@ int usher_run(const usher_config *cfg, usher_registry *reg)
         goto out;
     }
     conf = NULL; /* rd_kafka_new() took ownership of conf */
-    app.consumer = c.rk;
     rd_kafka_poll_set_consumer(c.rk);
     c.msgq = rd_kafka_queue_new(c.rk);
     if (usher_workers_start(&app, (size_t)cfg->workers, errstr, sizeof(errstr)) != 0) {

@@ -15,11 +15,6 @@ void usher_log_set_level(usher_log_level level)
     max_level = level;
 }
 
-usher_log_level usher_log_get_level(void)
-{
-    return max_level;
-}
-
 void usher_logv(usher_log_level level, const char *prefix, const char *fmt, va_list ap)
 {
     char line[2048];

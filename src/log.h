@@ -8,7 +8,6 @@
 
 /* Sets the most verbose level that is printed (default info). Call before threads start. */
 void usher_log_set_level(usher_log_level level);
-usher_log_level usher_log_get_level(void);
 
 /* Writes one line atomically (a single write(2)); safe from any thread. */
 void usher_log(usher_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -57,7 +57,6 @@ typedef struct usher_app {
     const usher_config *cfg;
     usher_registry *reg;
     usher_redis_target redis;
-    rd_kafka_t *consumer;
     usher_dlq *dlq;              /* NULL when no dead-letter topic is configured */
     usher_worker *workers;
     size_t nworkers;

@@ -18,8 +18,6 @@ typedef struct usher_transport {
 
 /* The calling worker's transport (worker.c). */
 usher_transport *usher_ctx_transport(usher_ctx *ctx);
-/* The name of the handler being called (worker.c). */
-const char *usher_ctx_handler_name(usher_ctx *ctx);
 
 /* Frees the handles and buffers; the struct may be reused afterwards. */
 void usher_transport_free(usher_transport *t);

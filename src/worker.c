@@ -126,11 +126,6 @@ usher_transport *usher_ctx_transport(usher_ctx *ctx)
     return &ctx->w->transport;
 }
 
-const char *usher_ctx_handler_name(usher_ctx *ctx)
-{
-    return ctx->b->h->name;
-}
-
 const usher_handler_conf *usher_ctx_conf(usher_ctx *ctx)
 {
     return ctx->b->conf;
