@@ -12,7 +12,6 @@
  *                  occurred_at=occurred_at,source=source
  *                             webhook only: comma list of json_key=field (fields as in
  *                             usher_event_field); an absent field is sent as null
- *   marker_ttl_s   2592000    how long (seconds) "already synced" is remembered (30 days)
  *
  * hubspot: one POST to <url>/crm/v3/objects/contacts/batch/upsert per event, keyed by e-mail:
  *   {"inputs":[{"idProperty":"email","id":"<email>","properties":{"email":...,
@@ -47,7 +46,6 @@ static const usher_config_key keys[] = {
     { "url", NULL, "hubspot: API base URL; webhook: the URL to POST to", 1 },
     { "token", NULL, "bearer token (a secret; required for hubspot)", 0 },
     { "field_map", DEFAULT_FIELD_MAP, "webhook: comma list of json_key=field", 0 },
-    { "marker_ttl_s", "2592000", "seconds a synced event is remembered", 0 },
     { NULL, NULL, NULL, 0 },
 };
 
@@ -63,7 +61,6 @@ typedef struct state {
     const char *headers[3]; /* Content-Type, auth, NULL */
     field fields[MAX_FIELDS];
     size_t nfields;
-    long ttl_s;
 } state;
 
 static void destroy(void *p)
@@ -152,7 +149,6 @@ static int init(const usher_handler_conf *conf, void **out, char *errstr, size_t
     const char *provider = usher_conf_get(conf, "provider");
     const char *url = usher_conf_get(conf, "url");
     const char *token = usher_conf_get(conf, "token");
-    long long ttl;
     size_t n;
 
     if (st == NULL) {
@@ -165,13 +161,6 @@ static int init(const usher_handler_conf *conf, void **out, char *errstr, size_t
         snprintf(errstr, errstr_size, "provider: '%s' is neither hubspot nor webhook", provider);
         goto fail;
     }
-    if (usher_conf_get_int(conf, "marker_ttl_s", 2592000, &ttl) != 0 || ttl < 1 ||
-        ttl > 10L * 365 * 86400) {
-        snprintf(errstr, errstr_size, "marker_ttl_s: '%s' is not a number of seconds "
-                 "(1..315360000)", usher_conf_get(conf, "marker_ttl_s"));
-        goto fail;
-    }
-    st->ttl_s = (long)ttl;
     if (st->hubspot && (token == NULL || *token == 0)) {
         snprintf(errstr, errstr_size, "token: required when provider = hubspot");
         goto fail;
@@ -289,7 +278,7 @@ static usher_result handle(usher_ctx *ctx, const usher_event *ev, void *p)
     /* Synced: retrying now would send it again, so a marker that cannot be written only
      * costs protection against a later redelivery. Report what the CRM said. */
     if (res == USHER_OK)
-        usher_once_mark(ctx, ev, st->ttl_s);
+        usher_once_mark(ctx, ev, 0);
 out:
     free(body);
     json_decref(msg);

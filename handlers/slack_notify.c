@@ -5,7 +5,6 @@
  *   webhook_url    required   https://hooks.slack.com/services/...; a secret, never logged
  *   text           ":tada: New {{type}}: {{user.name|someone}} <{{user.email|no e-mail}}> via {{source}}"
  *                             message template (fields as in usher_event_field)
- *   marker_ttl_s   2592000    how long (seconds) "already posted" is remembered (30 days)
  *
  * Event values are escaped for Slack (& < >), so a user named "<!channel>" cannot ping anyone;
  * the template's own text (including its fallbacks) is the operator's and is sent as written,
@@ -27,35 +26,24 @@ static const usher_config_key keys[] = {
     { "webhook_url", NULL, "Slack incoming-webhook URL (a secret)", 1 },
     { "text", ":tada: New {{type}}: {{user.name|someone}} <{{user.email|no e-mail}}> via "
               "{{source}}", "message template", 0 },
-    { "marker_ttl_s", "2592000", "seconds a sent post is remembered", 0 },
     { NULL, NULL, NULL, 0 },
 };
 
 /* Built by init, read-only afterwards: handle() runs on several threads at once. */
 typedef struct state {
     const char *webhook_url, *text; /* borrowed from the config */
-    long ttl_s;
 } state;
 
 static int init(const usher_handler_conf *conf, void **out, char *errstr, size_t errstr_size)
 {
     state *st = calloc(1, sizeof(*st));
-    long long ttl;
 
     if (st == NULL) {
         snprintf(errstr, errstr_size, "out of memory");
         return -1;
     }
-    if (usher_conf_get_int(conf, "marker_ttl_s", 2592000, &ttl) != 0 || ttl < 1 ||
-        ttl > 10L * 365 * 86400) {
-        snprintf(errstr, errstr_size, "marker_ttl_s: '%s' is not a number of seconds "
-                 "(1..315360000)", usher_conf_get(conf, "marker_ttl_s"));
-        free(st);
-        return -1;
-    }
     st->webhook_url = usher_conf_get(conf, "webhook_url");
     st->text = usher_conf_get(conf, "text");
-    st->ttl_s = (long)ttl;
     *out = st;
     return 0;
 }
@@ -97,7 +85,7 @@ static usher_result handle(usher_ctx *ctx, const usher_event *ev, void *p)
     /* Posted: a retry now would surely post twice, so a marker that cannot be written only
      * costs protection against a later redelivery. Report what Slack said. */
     if (res == USHER_OK)
-        usher_once_mark(ctx, ev, st->ttl_s);
+        usher_once_mark(ctx, ev, 0);
     goto out;
 oom:
     usher_set_reason(ctx, "out_of_memory");

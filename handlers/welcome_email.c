@@ -10,7 +10,6 @@
  *   subject        "Welcome, {{user.name|there}}!"
  *   template_text  config/templates/welcome.txt    path of the plain-text body template
  *   template_html  config/templates/welcome.html   path of the HTML body template; empty = text only
- *   marker_ttl_s   2592000    how long (seconds) "already sent" is remembered (30 days)
  *
  * Templates use {{field}} and {{field|fallback}} (fields as in usher_event_field). Values are
  * escaped for where they go: the subject loses control characters, the HTML body gets entities,
@@ -40,7 +39,6 @@ static const usher_config_key keys[] = {
     { "template_text", "config/templates/welcome.txt", "path of the text body template", 0 },
     { "template_html", "config/templates/welcome.html",
       "path of the HTML body template (empty: text only)", 0 },
-    { "marker_ttl_s", "2592000", "seconds a sent welcome is remembered", 0 },
     { NULL, NULL, NULL, 0 },
 };
 
@@ -49,7 +47,6 @@ typedef struct state {
     const char *smtp_url, *username, *password, *from, *from_name, *subject; /* borrowed */
     char *text; /* template file contents, owned */
     char *html; /* NULL: text only */
-    long ttl_s;
 } state;
 
 /* Reads the whole file at path into a new NUL-terminated string. Returns NULL with errstr set
@@ -104,7 +101,6 @@ static int init(const usher_handler_conf *conf, void **out, char *errstr, size_t
 {
     state *st = calloc(1, sizeof(*st));
     const char *from, *html_path;
-    long long ttl;
 
     if (st == NULL) {
         snprintf(errstr, errstr_size, "out of memory");
@@ -122,13 +118,6 @@ static int init(const usher_handler_conf *conf, void **out, char *errstr, size_t
         goto fail;
     }
     st->from = from;
-    if (usher_conf_get_int(conf, "marker_ttl_s", 2592000, &ttl) != 0 || ttl < 1 ||
-        ttl > 10L * 365 * 86400) {
-        snprintf(errstr, errstr_size, "marker_ttl_s: '%s' is not a number of seconds "
-                 "(1..315360000)", usher_conf_get(conf, "marker_ttl_s"));
-        goto fail;
-    }
-    st->ttl_s = (long)ttl;
     st->text = read_file("template_text", usher_conf_get(conf, "template_text"), errstr,
                          errstr_size);
     if (st->text == NULL)
@@ -187,7 +176,7 @@ static usher_result handle(usher_ctx *ctx, const usher_event *ev, void *p)
     /* The mail is out: a retry now would surely send it twice, so a marker that cannot be
      * written only costs protection against a later redelivery. Report what SMTP said. */
     if (res == USHER_OK)
-        usher_once_mark(ctx, ev, st->ttl_s);
+        usher_once_mark(ctx, ev, 0);
 out:
     free(subject);
     free(text);

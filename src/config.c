@@ -702,6 +702,8 @@ static const cfg_key handler_keys[] = {
             1000000000),
     KEY_INT("retry_max_time_ms", K_I64, usher_handler_section, retry.max_time_ms, NULL, 0,
             MS_YEAR),
+    KEY_INT("marker_ttl_s", K_I64, usher_handler_section, marker_ttl_s, "2592000", 1,
+            315360000),
 };
 
 _Static_assert(ARRAY_SIZE(usher_keys) <= CFG_MAX_KEYS, "key_line[] too small");

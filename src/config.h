@@ -52,6 +52,7 @@ typedef struct usher_handler_section {
     char *library;         /* shared object to dlopen, NULL = built in */
     int library_line;
     usher_retry_policy retry;
+    int64_t marker_ttl_s;  /* how long usher_once_mark remembers a side effect, 30 days */
     usher_kv_list keys;    /* the handler's own keys, validated against its table later */
 } usher_handler_section;
 

@@ -182,6 +182,7 @@ int usher_registry_resolve(const usher_config *cfg, usher_registry *reg, char *e
             goto fail;
         }
         b->retry = sec->retry;
+        b->marker_ttl_s = (long)sec->marker_ttl_s;
         b->conf = calloc(1, sizeof(*b->conf));
         if (b->conf == NULL) {
             snprintf(errstr, errstr_size, "out of memory");

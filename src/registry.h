@@ -22,6 +22,7 @@ typedef struct usher_bound_handler {
     int initialized;
     uint32_t event_mask;  /* bit (1u << type) per usher_event_type it wants */
     usher_retry_policy retry;
+    long marker_ttl_s;    /* [handler.NAME] marker_ttl_s */
     void *dl;             /* dlopen handle, NULL when built in */
 } usher_bound_handler;
 

@@ -206,7 +206,8 @@ int usher_once_done_before(usher_ctx *ctx, const usher_event *ev)
 
 int usher_once_mark(usher_ctx *ctx, const usher_event *ev, long ttl_seconds)
 {
-    redisReply *r = once_command(ctx, ev, "SET", ttl_seconds > 0 ? ttl_seconds : 30L * 86400);
+    redisReply *r = once_command(ctx, ev, "SET",
+                                 ttl_seconds > 0 ? ttl_seconds : ctx->b->marker_ttl_s);
 
     if (r == NULL) {
         usher_ctx_log(ctx, USHER_LOG_WARN, "event %s is done but could not be marked in Redis; "

@@ -199,7 +199,8 @@ usher_result usher_smtp_send(usher_ctx *ctx, const usher_mail *m);
  * (skip the side effect and return USHER_OK), 0 if not, -1 if Redis is unreachable (return
  * USHER_RETRY). */
 int usher_once_done_before(usher_ctx *ctx, const usher_event *ev);
-/* After the side effect succeeded: records it for ttl_seconds (0 = 30 days). Returns 0, or -1
+/* After the side effect succeeded: records it for ttl_seconds (0 = the section's marker_ttl_s,
+ * 30 days unless configured). Returns 0, or -1
  * (and logs a warning) if Redis is unreachable. Either way return USHER_OK then: the side
  * effect did happen, and returning USHER_RETRY would repeat it at once; a lost marker only
  * risks one repeat if the record is later redelivered. */

@@ -16,6 +16,7 @@ tk produce-signups -b "$KAFKA_BOOTSTRAP" -t "$TOPIC" -n $N -u $N --seed $SEED >"
 CONF1="$T/usher-nocommit.conf" CONF2="$T/usher.conf"
 handlers_config "$CONF1"
 conf_set "$CONF1" usher commit_interval_ms 600000
+conf_set "$CONF1" handler.slack_notify marker_ttl_s 86400
 check_config "$CONF1"
 handlers_config "$CONF2"
 
@@ -39,6 +40,13 @@ all_sent() {
 }
 wait_until 120 "all $N e-mails, Slack posts and CRM upserts sent and marked" all_sent
 log "before the kill: $WAIT_STATE"
+
+# Markers live for the section's marker_ttl_s: 1 day set for Slack, the 30-day default else.
+ttl_of() { redis-cli -u "$REDIS_URL" TTL "$(redis-cli -u "$REDIS_URL" --scan --pattern "$PREFIX:done:$1:*" | head -n 1)"; }
+ttl="$(ttl_of slack_notify)"
+[ "$ttl" -gt 86000 ] && [ "$ttl" -le 86400 ] || fail "slack_notify marker TTL $ttl, expected about 86400"
+ttl="$(ttl_of welcome_email)"
+[ "$ttl" -gt 2591000 ] && [ "$ttl" -le 2592000 ] || fail "welcome_email marker TTL $ttl, expected about 2592000"
 
 table="$(offsets_table)"
 below="$(awk '$1 != "lag" && $3 > 0 && $2 < $3 { n++ } $1 != "lag" && $3 > 0 { p++ } END { print n + 0, p + 0 }' <<<"$table")"

@@ -496,6 +496,8 @@ static void test_bad_values(void **state)
         {KAFKA "[handler.x]\nevents = signup, sign_up\n", 6,
          "events: unknown event type 'sign_up'"},
         {KAFKA "[handler.x]\nevents = *, login\n", 6, "events: '*' must be the only item"},
+        {KAFKA "[handler.x]\nmarker_ttl_s = 0\n", 6,
+         "marker_ttl_s: 0 is out of range (1..315360000)"},
         {KAFKA "[handler.x]\nevents = ,\n", 6,
          "events: empty list (list event types, '*' for all; to turn the handler off write "
          "enabled = false)"},
@@ -647,6 +649,7 @@ static void test_handler_retry_inherited(void **state)
             "retry_max_attempts = 2\n"
             "retry_initial_ms = 10\n"
             "enabled = 0\n"
+            "marker_ttl_s = 3600\n"
             "[usher]\n"
             "retry_initial_ms = 300\n"
             "retry_max_ms = 4000\n"
@@ -664,6 +667,8 @@ static void test_handler_retry_inherited(void **state)
     assert_int_equal(a->retry.max_ms, 4000);
     assert_int_equal(a->retry.max_attempts, 9);
     assert_int_equal(a->retry.max_time_ms, 50000);
+    assert_int_equal(a->marker_ttl_s, 2592000); /* 30 days unless set */
+    assert_int_equal(b->marker_ttl_s, 3600);
     assert_int_equal(b->line, 7);
     assert_int_equal(b->enabled, 0);
     assert_null(b->events);
