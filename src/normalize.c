@@ -1474,35 +1474,48 @@ static unsigned char *b64_decode(const char *s, size_t n, size_t *outlen)
     return d;
 }
 
+/* Checks the four required attributes (specversion, id, source, type, in that order, named
+ * names[] in details) and fills a's id, source and type. Rejects "missing id, source" or an
+ * unsupported specversion. */
+static int ce_required(norm_ctx *c, const char *const vals[4], const char *const names[4],
+                       ce_attrs *a)
+{
+    char missing[96] = "";
+
+    for (int i = 0; i < 4; i++) {
+        if (vals[i] == NULL) {
+            if (missing[0] != '\0')
+                strcat(missing, ", ");
+            strcat(missing, names[i]);
+        }
+    }
+    if (missing[0] != '\0')
+        return reject(c, "schema_error", "missing %s", missing);
+    if (strncmp(vals[0], "1.", 2) != 0)
+        return reject(c, "schema_error", "%s: unsupported version", names[0]);
+    a->id = vals[1];
+    a->source = vals[2];
+    a->type = vals[3];
+    return 0;
+}
+
 /* A structured-mode CloudEvent: the four required attributes must be non-empty strings
  * ("missing id, source" otherwise); data_base64 is decoded and parsed when it holds JSON. */
 static int h_ce(norm_ctx *c, const json_t *o)
 {
     static const char *const req[] = {"specversion", "id", "source", "type"};
     const char *vals[4] = {NULL, NULL, NULL, NULL};
-    char missing[96] = "";
     ce_attrs a;
     const json_t *data = json_object_get(o, "data");
     const json_t *b64 = json_object_get(o, "data_base64");
     const char *dct = NULL;
 
     memset(&a, 0, sizeof(a));
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 4; i++)
         if (get_str(c, o, "", req[i], &vals[i]) != 0)
             return -1;
-        if (vals[i] == NULL) {
-            if (missing[0] != '\0')
-                strcat(missing, ", ");
-            strcat(missing, req[i]);
-        }
-    }
-    if (missing[0] != '\0')
-        return reject(c, "schema_error", "missing %s", missing);
-    if (strncmp(vals[0], "1.", 2) != 0)
-        return reject(c, "schema_error", "specversion: unsupported version");
-    a.id = vals[1];
-    a.source = vals[2];
-    a.type = vals[3];
+    if (ce_required(c, vals, req, &a) != 0)
+        return -1;
     if (get_str(c, o, "", "time", &a.time) || get_str(c, o, "", "subject", &a.subject) ||
         get_str(c, o, "", "a0tenant", &a.a0tenant) ||
         get_str(c, o, "", "a0stream", &a.a0stream) ||
@@ -1553,7 +1566,6 @@ static int h_ce_binary(norm_ctx *c, const rec *r, const json_t *data)
     static const char *const names[] = {"ce_specversion", "ce_id",      "ce_source",  "ce_type",
                                         "ce_time",        "ce_subject", "ce_a0tenant", "ce_a0stream"};
     const char *vals[8] = {NULL};
-    char missing[96] = "";
     ce_attrs a;
 
     for (int i = 0; i < 8; i++) {
@@ -1561,19 +1573,9 @@ static int h_ce_binary(norm_ctx *c, const rec *r, const json_t *data)
         size_t n = 0;
         if (hdr_direct(c, r, names[i], &v, &n) && hdr_string(c, names[i], v, n, &vals[i]) != 0)
             return -1;
-        if (i < 4 && vals[i] == NULL) {
-            if (missing[0] != '\0')
-                strcat(missing, ", ");
-            strcat(missing, names[i]);
-        }
     }
-    if (missing[0] != '\0')
-        return reject(c, "schema_error", "missing %s", missing);
-    if (strncmp(vals[0], "1.", 2) != 0)
-        return reject(c, "schema_error", "ce_specversion: unsupported version");
-    a.id = vals[1];
-    a.source = vals[2];
-    a.type = vals[3];
+    if (ce_required(c, vals, names, &a) != 0)
+        return -1;
     a.time = vals[4];
     a.subject = vals[5];
     a.a0tenant = vals[6];
