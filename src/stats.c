@@ -12,10 +12,10 @@
 static const char *const handler_fields[] = { "ok", "retried", "failed", "dead_lettered",
                                               "skipped" };
 
-/* Runs a command; returns the reply, or NULL with a message printed. */
-static redisReply *command(redisContext *c, const char *fmt, const char *a, const char *b)
+/* Runs "CMD key"; returns the reply, or NULL with a message printed. */
+static redisReply *command(redisContext *c, const char *cmd, const char *key)
 {
-    redisReply *r = redisCommand(c, fmt, a, b);
+    redisReply *r = redisCommand(c, "%s %s", cmd, key);
 
     if (r == NULL || c->err) {
         fprintf(stderr, "usher: redis: %s\n", c->errstr);
@@ -31,27 +31,11 @@ static redisReply *command(redisContext *c, const char *fmt, const char *a, cons
     return r;
 }
 
-/* Reads a HASH of integer values into a JSON object (fields sorted by jansson on dump). */
-static json_t *hash_to_json(redisContext *c, const char *key, int *failed)
+/* Reads a HASH into a JSON object: integer values, or (json_values) values that are JSON
+ * objects (see report.h), others skipped. */
+static json_t *hash_to_json(redisContext *c, const char *key, bool json_values, int *failed)
 {
-    redisReply *r = command(c, "HGETALL %s%s", key, "");
-    json_t *o = json_object();
-
-    if (r == NULL) {
-        *failed = 1;
-        return o;
-    }
-    for (size_t i = 0; i + 1 < r->elements; i += 2)
-        json_object_set_new(o, r->element[i]->str,
-                            json_integer(strtoll(r->element[i + 1]->str, NULL, 10)));
-    freeReplyObject(r);
-    return o;
-}
-
-/* Reads a HASH whose values are JSON objects (see report.h) into a JSON object. */
-static json_t *json_hash(redisContext *c, const char *key, int *failed)
-{
-    redisReply *r = command(c, "HGETALL %s%s", key, "");
+    redisReply *r = command(c, "HGETALL", key);
     json_t *o = json_object();
 
     if (r == NULL) {
@@ -59,11 +43,16 @@ static json_t *json_hash(redisContext *c, const char *key, int *failed)
         return o;
     }
     for (size_t i = 0; i + 1 < r->elements; i += 2) {
-        json_t *v = json_loads(r->element[i + 1]->str, 0, NULL);
-        if (json_is_object(v))
-            json_object_set_new(o, r->element[i]->str, v);
-        else
-            json_decref(v);
+        const char *field = r->element[i]->str, *value = r->element[i + 1]->str;
+        if (!json_values) {
+            json_object_set_new(o, field, json_integer(strtoll(value, NULL, 10)));
+        } else {
+            json_t *v = json_loads(value, 0, NULL);
+            if (json_is_object(v))
+                json_object_set_new(o, field, v);
+            else
+                json_decref(v);
+        }
     }
     freeReplyObject(r);
     return o;
@@ -83,13 +72,13 @@ static void collect_liveness(redisContext *c, const char *prefix, int64_t interv
     clock_gettime(CLOCK_REALTIME, &ts);
     json_int_t now = (json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
     snprintf(key, sizeof(key), "%s:members", prefix);
-    members = json_hash(c, key, failed);
+    members = hash_to_json(c, key, true, failed);
     json_object_foreach(members, name, v) {
         json_int_t seen = json_integer_value(json_object_get(v, "last_seen_ms"));
         json_object_set_new(v, "alive", json_boolean(now - seen <= 3 * interval_ms));
     }
     snprintf(key, sizeof(key), "%s:lag", prefix);
-    lag = json_hash(c, key, failed);
+    lag = hash_to_json(c, key, true, failed);
     json_object_foreach(lag, name, v) {
         json_int_t l = json_integer_value(json_object_get(v, "lag"));
         if (l > 0)
@@ -115,7 +104,7 @@ static json_t *collect(redisContext *c, const char *prefix, const char *only_day
         const char *field;
 
         snprintf(key, sizeof(key), "%s:events:%s", prefix, name);
-        h = hash_to_json(c, key, failed);
+        h = hash_to_json(c, key, false, failed);
         if (json_object_size(h) == 0) {
             json_decref(h);
             json_decref(days);
@@ -127,7 +116,7 @@ static json_t *collect(redisContext *c, const char *prefix, const char *only_day
                 continue;
             json_object_set(days, field, v);
             snprintf(key, sizeof(key), "%s:uu:%s:%s", prefix, name, field);
-            r = command(c, "PFCOUNT %s%s", key, "");
+            r = command(c, "PFCOUNT", key);
             if (r == NULL) {
                 *failed = 1;
                 continue;
@@ -143,13 +132,13 @@ static json_t *collect(redisContext *c, const char *prefix, const char *only_day
         json_decref(h);
     }
     snprintf(key, sizeof(key), "%s:handlers", prefix);
-    r = command(c, "SMEMBERS %s%s", key, "");
+    r = command(c, "SMEMBERS", key);
     if (r == NULL)
         *failed = 1;
     for (size_t i = 0; r != NULL && i < r->elements; i++) {
         json_t *h;
         snprintf(key, sizeof(key), "%s:handler:%s", prefix, r->element[i]->str);
-        h = hash_to_json(c, key, failed);
+        h = hash_to_json(c, key, false, failed);
         for (size_t f = 0; f < sizeof(handler_fields) / sizeof(handler_fields[0]); f++)
             if (json_object_get(h, handler_fields[f]) == NULL)
                 json_object_set_new(h, handler_fields[f], json_integer(0));
@@ -158,7 +147,7 @@ static json_t *collect(redisContext *c, const char *prefix, const char *only_day
     if (r != NULL)
         freeReplyObject(r);
     snprintf(key, sizeof(key), "%s:dead_lettered", prefix);
-    r = command(c, "GET %s%s", key, "");
+    r = command(c, "GET", key);
     json_object_set_new(root, "events", events);
     json_object_set_new(root, "unique_users", uu);
     json_object_set_new(root, "handlers", handlers);
@@ -170,7 +159,7 @@ static json_t *collect(redisContext *c, const char *prefix, const char *only_day
     else
         freeReplyObject(r);
     snprintf(key, sizeof(key), "%s:dead_letter_reasons", prefix);
-    json_object_set_new(root, "dead_letter_reasons", hash_to_json(c, key, failed));
+    json_object_set_new(root, "dead_letter_reasons", hash_to_json(c, key, false, failed));
     collect_liveness(c, prefix, report_interval_ms, root, failed);
     return root;
 }
