@@ -35,6 +35,7 @@ typedef struct usher_consumer {
     rd_kafka_t *rk;
     rd_kafka_queue_t *msgq;  /* every assigned partition's records */
     usher_partition **parts; /* the current assignment; poll thread only */
+    usher_partition *last;   /* the partition of the previous record (records come in runs) */
     size_t nparts, cap;
     int64_t drain_deadline;  /* set during shutdown so a close-time revoke shares the budget */
     usher_reporter *reporter;
@@ -325,6 +326,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             commit_now(c, ps, n);
         for (size_t i = 0; i < n; i++) {
             size_t idx;
+            if (c->last == ps[i])
+                c->last = NULL;
             if (find_part(c, ps[i]->topic, ps[i]->partition, &idx) != NULL) {
                 c->parts[idx] = c->parts[--c->nparts];
                 usher_partition_unref(ps[i]);
@@ -353,10 +356,13 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 static usher_item *wrap(usher_consumer *c, rd_kafka_message_t *msg)
 {
     const char *topic = rd_kafka_topic_name(msg->rkt);
-    usher_partition *p = find_part(c, topic, msg->partition, NULL);
+    usher_partition *p = c->last;
     rd_kafka_headers_t *hdrs = NULL;
     rd_kafka_timestamp_type_t tstype;
     usher_item *it = NULL;
+
+    if (p == NULL || p->partition != msg->partition || strcmp(p->topic, topic) != 0)
+        p = c->last = find_part(c, topic, msg->partition, NULL);
 
     if (p == NULL || atomic_load(&p->revoked)) {
         rd_kafka_message_destroy(msg); /* not ours (any more): the owner reads it again */

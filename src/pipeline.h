@@ -38,7 +38,6 @@ typedef struct usher_lane {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     usher_item *head, *tail;
-    size_t len;
 } usher_lane;
 
 typedef struct usher_worker usher_worker;

@@ -348,18 +348,14 @@ void usher_workers_dispatch(usher_app *app, usher_item **items, size_t n)
     }
     for (size_t l = 0; l < app->nworkers; l++) {
         usher_lane *lane = &app->workers[l].lane;
-        size_t k = 0;
         if (head[l] == NULL)
             continue;
-        for (usher_item *it = head[l]; it != NULL; it = it->next)
-            k++;
         pthread_mutex_lock(&lane->lock);
         if (lane->tail != NULL)
             lane->tail->next = head[l];
         else
             lane->head = head[l];
         lane->tail = tail[l];
-        lane->len += k;
         pthread_cond_signal(&lane->cond);
         pthread_mutex_unlock(&lane->lock);
     }
@@ -395,7 +391,6 @@ static size_t lane_take(usher_worker *w, usher_item **out, size_t max)
     while (n < max && lane->head != NULL) {
         out[n++] = lane->head;
         lane->head = lane->head->next;
-        lane->len--;
     }
     if (lane->head == NULL)
         lane->tail = NULL;
