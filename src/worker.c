@@ -24,16 +24,56 @@ static const char *const metric_names[M_COUNT] = { "ok", "retried", "failed", "d
 /* Upper bound on records a worker takes from its lane at once (one batch). */
 #define MAX_TAKE 256
 
+/* What a thread that calls handlers owns: its Redis connection and its curl handles. */
+typedef struct usher_conn {
+    usher_app *app;
+    char name[32];            /* "worker 3", "worker 3.1": for log lines */
+    redisContext *redis;
+    usher_transport transport;
+    int64_t redis_retry_at;   /* monotonic ms before which we do not reconnect */
+    int64_t redis_warned_at;
+} usher_conn;
+
+struct usher_ctx {
+    usher_conn *conn;         /* of the thread making the call */
+    const usher_bound_handler *b;
+    char reason[128];
+    int64_t retry_after_ms;
+};
+
+/* One handler call of an attempt. */
+typedef struct usher_call {
+    usher_ctx ctx;
+    const usher_event *ev;
+    size_t h;                 /* the handler's index in the registry */
+    usher_result res;
+} usher_call;
+
+/* A helper thread of one worker: it makes one handler call at a time for its worker, so that
+ * the handlers of one event run concurrently. job is guarded by the worker's fan_lock. */
+typedef struct usher_runner {
+    usher_worker *w;
+    pthread_t thread;
+    usher_conn conn;
+    usher_call *job;          /* the call to make; NULL when idle */
+} usher_runner;
+
 struct usher_worker {
     usher_app *app;
     size_t id;
     pthread_t thread;
     int started;
     usher_lane lane;
-    redisContext *redis;
-    usher_transport transport;
-    int64_t redis_retry_at;   /* monotonic ms before which we do not reconnect */
-    int64_t redis_warned_at;
+    usher_conn conn;
+    /* Runners, started on first need (an event that two or more handlers want). */
+    pthread_mutex_t fan_lock;
+    pthread_cond_t fan_cond;  /* a runner got a job, or quit was set */
+    pthread_cond_t fan_done;  /* a runner finished its job */
+    usher_runner *runners;
+    size_t nrunners;          /* started */
+    size_t fan_pending;       /* jobs handed out and not yet finished */
+    bool fan_quit;
+    usher_call *calls;        /* one per handler: the calls of the current attempt */
     uint64_t rng;
     /* Metrics not yet written to Redis: per handler, plus dead letters by reason. */
     long long (*metrics)[M_COUNT];
@@ -46,13 +86,6 @@ struct usher_worker {
      * written, so that a committed record's metrics are in Redis too. */
     usher_item *done[MAX_TAKE];
     size_t ndone;
-};
-
-struct usher_ctx {
-    usher_worker *w;
-    const usher_bound_handler *b;
-    char reason[128];
-    int64_t retry_after_ms;
 };
 
 
@@ -89,41 +122,49 @@ void usher_item_finish(usher_app *app, usher_item *it, bool done)
     pthread_mutex_unlock(&app->drain_lock);
 }
 
+static void conn_free(usher_conn *c)
+{
+    if (c->redis != NULL)
+        redisFree(c->redis);
+    c->redis = NULL;
+    usher_transport_free(&c->transport);
+}
+
 /* --- what handle() may call ------------------------------------------------------------- */
 
 redisContext *usher_redis(usher_ctx *ctx)
 {
-    usher_worker *w = ctx->w;
+    usher_conn *c = ctx->conn;
     char err[256];
     int64_t now;
 
-    if (w->redis != NULL)
-        return w->redis;
+    if (c->redis != NULL)
+        return c->redis;
     now = usher_now_ms();
-    if (now < w->redis_retry_at)
+    if (now < c->redis_retry_at)
         return NULL;
-    w->redis = usher_redis_connect(&w->app->redis, err, sizeof(err));
-    if (w->redis == NULL) {
-        w->redis_retry_at = now + 250;
-        if (now - w->redis_warned_at >= 5000) {
-            usher_warn("worker %zu: %s", w->id, err);
-            w->redis_warned_at = now;
+    c->redis = usher_redis_connect(&c->app->redis, err, sizeof(err));
+    if (c->redis == NULL) {
+        c->redis_retry_at = now + 250;
+        if (now - c->redis_warned_at >= 5000) {
+            usher_warn("%s: %s", c->name, err);
+            c->redis_warned_at = now;
         }
     }
-    return w->redis;
+    return c->redis;
 }
 
 void usher_redis_broken(usher_ctx *ctx)
 {
-    if (ctx->w->redis != NULL) {
-        redisFree(ctx->w->redis);
-        ctx->w->redis = NULL;
+    if (ctx->conn->redis != NULL) {
+        redisFree(ctx->conn->redis);
+        ctx->conn->redis = NULL;
     }
 }
 
 usher_transport *usher_ctx_transport(usher_ctx *ctx)
 {
-    return &ctx->w->transport;
+    return &ctx->conn->transport;
 }
 
 const usher_handler_conf *usher_ctx_conf(usher_ctx *ctx)
@@ -133,7 +174,7 @@ const usher_handler_conf *usher_ctx_conf(usher_ctx *ctx)
 
 const char *usher_ctx_key_prefix(usher_ctx *ctx)
 {
-    return ctx->w->app->cfg->key_prefix;
+    return ctx->conn->app->cfg->key_prefix;
 }
 
 void usher_set_reason(usher_ctx *ctx, const char *fmt, ...)
@@ -241,7 +282,7 @@ static void flush_metrics(usher_worker *w, bool force)
 {
     usher_app *app = w->app;
     const char *prefix = app->cfg->key_prefix;
-    usher_ctx ctx = { .w = w };
+    usher_ctx ctx = { .conn = &w->conn };
     redisContext *c = NULL;
     int64_t now = usher_now_ms();
     int sent = 0;
@@ -495,28 +536,114 @@ static void apply(usher_worker *w, record *r, size_t e, size_t h, usher_result r
     }
 }
 
+/* --- runners: the handlers of one event run concurrently ------------------------------- */
+
+/* Makes one handler call; a batch handler gets a batch of one. */
+static usher_result call_handler(usher_call *c)
+{
+    const usher_bound_handler *b = c->ctx.b;
+    usher_result res;
+
+    if (b->h->handle_batch != NULL)
+        b->h->handle_batch(&c->ctx, &c->ev, 1, &res, b->state);
+    else
+        res = b->h->handle(&c->ctx, c->ev, b->state);
+    return res;
+}
+
+static void *runner_main(void *arg)
+{
+    usher_runner *rn = arg;
+    usher_worker *w = rn->w;
+
+    pthread_mutex_lock(&w->fan_lock);
+    for (;;) {
+        while (rn->job == NULL && !w->fan_quit)
+            pthread_cond_wait(&w->fan_cond, &w->fan_lock);
+        if (rn->job == NULL)
+            break; /* quit: the worker never sets it while a job is out */
+        usher_call *c = rn->job;
+        pthread_mutex_unlock(&w->fan_lock);
+        c->res = call_handler(c);
+        pthread_mutex_lock(&w->fan_lock);
+        rn->job = NULL;
+        w->fan_pending--;
+        pthread_cond_signal(&w->fan_done);
+    }
+    pthread_mutex_unlock(&w->fan_lock);
+    return NULL;
+}
+
+/* Starts runners until want are running (at most one per handler but the first). Returns
+ * how many run; fewer than want only when a thread could not be started. */
+static size_t ensure_runners(usher_worker *w, size_t want)
+{
+    while (w->nrunners < want) {
+        usher_runner *rn = &w->runners[w->nrunners];
+        rn->w = w;
+        rn->conn.app = w->app;
+        snprintf(rn->conn.name, sizeof(rn->conn.name), "worker %zu.%zu", w->id, w->nrunners + 1);
+        if (pthread_create(&rn->thread, NULL, runner_main, rn) != 0) {
+            usher_warn("worker %zu: cannot start a runner thread; its handlers run one after "
+                       "another", w->id);
+            break;
+        }
+        w->nrunners++;
+    }
+    return w->nrunners < want ? w->nrunners : want;
+}
+
+/* Makes calls[0..n) concurrently: all but the first on runners (as many as there are), the
+ * rest on this thread. Returns when every call has returned. */
+static void fan_out(usher_worker *w, usher_call *calls, size_t n)
+{
+    size_t par = n > 1 ? ensure_runners(w, n - 1) : 0;
+
+    if (par > 0) {
+        pthread_mutex_lock(&w->fan_lock);
+        for (size_t k = 1; k <= par; k++) {
+            calls[k].ctx.conn = &w->runners[k - 1].conn;
+            w->runners[k - 1].job = &calls[k];
+        }
+        w->fan_pending = par;
+        pthread_cond_broadcast(&w->fan_cond);
+        pthread_mutex_unlock(&w->fan_lock);
+    }
+    for (size_t k = 0; k < n; k++) {
+        if (k >= 1 && k <= par)
+            continue;
+        calls[k].ctx.conn = &w->conn;
+        calls[k].res = call_handler(&calls[k]);
+    }
+    if (par > 0) {
+        pthread_mutex_lock(&w->fan_lock);
+        while (w->fan_pending > 0)
+            pthread_cond_wait(&w->fan_done, &w->fan_lock);
+        pthread_mutex_unlock(&w->fan_lock);
+    }
+}
+
 /* Makes one attempt at every unfinished (event, handler) pair of r, except batch handlers
- * when skip_batch is set (the batch pass already made this attempt for them). */
+ * when skip_batch is set (the batch pass already made this attempt for them). The handlers of
+ * one event run concurrently; events run one after another, so ordering holds per handler. */
 static void attempt(usher_worker *w, record *r, bool skip_batch)
 {
     const usher_registry *reg = w->app->reg;
+    usher_call *calls = w->calls;
 
     for (size_t e = 0; e < r->batch.count; e++) {
         const usher_event *ev = &r->batch.events[e];
+        size_t n = 0;
         for (size_t h = 0; h < reg->count; h++) {
             const usher_bound_handler *b = &reg->items[h];
-            usher_ctx ctx = { .w = w, .b = b };
-            usher_result res;
-
             if (r->done[e * reg->count + h] || !usher_bound_wants(b, ev->type) ||
                 (skip_batch && b->h->handle_batch != NULL))
                 continue;
-            if (b->h->handle_batch != NULL)
-                b->h->handle_batch(&ctx, &ev, 1, &res, b->state);
-            else
-                res = b->h->handle(&ctx, ev, b->state);
-            apply(w, r, e, h, res, &ctx);
+            calls[n++] = (usher_call){ .ctx = { .b = b }, .ev = ev, .h = h };
         }
+        fan_out(w, calls, n);
+        for (size_t k = 0; k < n; k++) /* in handler order, as apply() expects */
+            apply(w, r, e, calls[k].h, calls[k].res, &calls[k].ctx);
     }
 }
 
@@ -706,7 +833,7 @@ static void batch_pass(usher_worker *w, record *recs, size_t n)
         goto out; /* each record then tries its batch handlers on its own */
     for (size_t h = 0; h < reg->count; h++) {
         const usher_bound_handler *b = &reg->items[h];
-        usher_ctx ctx = { .w = w, .b = b };
+        usher_ctx ctx = { .conn = &w->conn, .b = b };
         if (b->h->handle_batch == NULL)
             continue;
         k = 0;
@@ -818,10 +945,17 @@ int usher_workers_start(usher_app *app, size_t n, char *errstr, size_t errstr_si
         w->app = app;
         w->id = i;
         w->rng = 0x9E3779B97F4A7C15ull ^ ((uint64_t)usher_wall_ms() << 8) ^ (i + 1);
+        w->conn.app = app;
+        snprintf(w->conn.name, sizeof(w->conn.name), "worker %zu", i);
         pthread_mutex_init(&w->lane.lock, NULL);
         pthread_cond_init(&w->lane.cond, NULL);
+        pthread_mutex_init(&w->fan_lock, NULL);
+        pthread_cond_init(&w->fan_cond, NULL);
+        pthread_cond_init(&w->fan_done, NULL);
         w->metrics = calloc(app->reg->count ? app->reg->count : 1, sizeof(*w->metrics));
-        if (w->metrics == NULL)
+        w->calls = calloc(app->reg->count ? app->reg->count : 1, sizeof(*w->calls));
+        w->runners = calloc(app->reg->count ? app->reg->count : 1, sizeof(*w->runners));
+        if (w->metrics == NULL || w->calls == NULL || w->runners == NULL)
             goto oom;
     }
     for (size_t i = 0; i < n; i++) {
@@ -844,12 +978,23 @@ void usher_workers_join(usher_app *app)
         usher_worker *w = &app->workers[i];
         if (w->started)
             pthread_join(w->thread, NULL);
-        if (w->redis != NULL)
-            redisFree(w->redis);
-        usher_transport_free(&w->transport);
+        pthread_mutex_lock(&w->fan_lock);
+        w->fan_quit = true;
+        pthread_cond_broadcast(&w->fan_cond);
+        pthread_mutex_unlock(&w->fan_lock);
+        for (size_t k = 0; k < w->nrunners; k++) {
+            pthread_join(w->runners[k].thread, NULL);
+            conn_free(&w->runners[k].conn);
+        }
+        conn_free(&w->conn);
         free(w->metrics);
+        free(w->calls);
+        free(w->runners);
         pthread_mutex_destroy(&w->lane.lock);
         pthread_cond_destroy(&w->lane.cond);
+        pthread_mutex_destroy(&w->fan_lock);
+        pthread_cond_destroy(&w->fan_cond);
+        pthread_cond_destroy(&w->fan_done);
     }
     free(app->workers);
     app->workers = NULL;
