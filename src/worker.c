@@ -103,7 +103,8 @@ int64_t usher_wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-void usher_item_finish(usher_app *app, usher_item *it, bool done)
+/* usher_item_finish without the wake-up of drain waiters: the caller signals drain_cond. */
+static void item_release(usher_app *app, usher_item *it, bool done)
 {
     usher_partition *p = it->part;
 
@@ -117,9 +118,19 @@ void usher_item_finish(usher_app *app, usher_item *it, bool done)
     atomic_fetch_sub(&p->pending, 1);
     usher_partition_unref(p);
     atomic_fetch_sub(&app->inflight, 1);
+}
+
+static void drain_signal(usher_app *app)
+{
     pthread_mutex_lock(&app->drain_lock);
     pthread_cond_broadcast(&app->drain_cond);
     pthread_mutex_unlock(&app->drain_lock);
+}
+
+void usher_item_finish(usher_app *app, usher_item *it, bool done)
+{
+    item_release(app, it, done);
+    drain_signal(app);
 }
 
 static void conn_free(usher_conn *c)
@@ -451,7 +462,9 @@ static void settle(usher_worker *w)
 {
     flush_metrics(w, true);
     for (size_t i = 0; i < w->ndone; i++)
-        usher_item_finish(w->app, w->done[i], true);
+        item_release(w->app, w->done[i], true);
+    if (w->ndone > 0)
+        drain_signal(w->app);
     w->ndone = 0;
 }
 
