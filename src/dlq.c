@@ -112,6 +112,8 @@ static void *dlq_thread(void *arg)
 {
     usher_dlq *d = arg;
 
+    pthread_setname_np(pthread_self(), "usher-dlq");
+
     while (!atomic_load(&d->stop))
         rd_kafka_poll(d->rk, 100);
     return NULL;

@@ -41,6 +41,8 @@ static void *nudge_main(void *arg)
 {
     usher_nudge *n = arg;
 
+    pthread_setname_np(pthread_self(), "usher-nudge");
+
     pthread_mutex_lock(&n->lock);
     for (;;) {
         while (!atomic_load(&n->wanted) && !n->quit)

@@ -87,6 +87,8 @@ static void *reporter_main(void *arg)
     size_t n = 0;
     int inflight = 0;
 
+    pthread_setname_np(pthread_self(), "usher-report");
+
     pthread_mutex_lock(&r->lock);
     while (!r->stop) {
         if (!r->fresh) {

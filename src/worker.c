@@ -568,6 +568,10 @@ static void *runner_main(void *arg)
 {
     usher_runner *rn = arg;
     usher_worker *w = rn->w;
+    char name[16];
+
+    snprintf(name, sizeof(name), "usher-w%zu.%zu", w->id, (size_t)(rn - w->runners) + 1);
+    pthread_setname_np(pthread_self(), name);
 
     pthread_mutex_lock(&w->fan_lock);
     for (;;) {
@@ -927,6 +931,10 @@ static void *worker_main(void *arg)
 {
     usher_worker *w = arg;
     usher_item *items[MAX_TAKE];
+    char name[16];
+
+    snprintf(name, sizeof(name), "usher-w%zu", w->id);
+    pthread_setname_np(pthread_self(), name);
 
     for (;;) {
         size_t n = lane_take(w, items, MAX_TAKE);
