@@ -5,17 +5,21 @@
  *   PREFIX:events:<type>            HASH  total -> N, <YYYY-MM-DD> -> N   (UTC day of the event)
  *   PREFIX:uu:<type>:<YYYY-MM-DD>   HyperLogLog of user ids (unique users per day)
  *
- * Exactly once: before counting an event, the script adds "<offset>:<index>" to its partition's
- * fence
- *   PREFIX:applied:<topic>:<partition>  ZSET member "<offset>:<event index>", score offset
- * and counts the event only if it was not there, so a record redelivered after a crash or a
- * rebalance is not counted twice. Offsets below the partition's committed offset can never be
- * redelivered, so the script trims them: a fence holds about what is in flight.
+ * Exactly once: before counting a record's events, the script sets the record's bit in its
+ * partition's fence
+ *   PREFIX:fence:<topic>:<partition>:<block>   bitmap, bit (offset mod 2^20) of block offset/2^20
+ * and counts them only if the bit was clear, so a record redelivered after a crash or a
+ * rebalance is not counted twice (usher passes all the events of a record in one call, retries
+ * included). One BITFIELD per fence applies a whole batch. Offsets below the partition's
+ * committed offset can never be redelivered, so the script deletes the block below the
+ * committed offset's block; every block also expires FENCE_TTL_S after its last write, so
+ * blocks skipped by a jump in offsets do not stay. A block holds at most 128 KiB.
  *
  * It is a batch handler: one script call applies a whole batch of events (from any records and
  * partitions) in one round trip, adding up the counts per type and day inside Redis.
  */
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,25 +29,42 @@
 
 #include "usher/handler.h"
 
-/* KEYS: the fences of the batch's partitions. ARGV: key prefix; one committed offset per
- * fence; then per event: fence index, member, offset, type, day, user id ("" = none). Counter
- * and HyperLogLog keys derive from the prefix (usher does not support Redis Cluster). Returns
- * how many events were new. */
+/* KEYS: the fence blocks of the batch's records, then the blocks to delete. ARGV: number of
+ * fence blocks, key prefix, fence TTL, number of records; per record: fence index, bit; per
+ * event: record index, "<type>:<day>", user id ("" = none). Counter and HyperLogLog keys derive
+ * from the prefix (usher does not support Redis Cluster). Returns how many events were new. */
 static const char count_script[] =
-    "local nf = #KEYS\n"
-    "local prefix = ARGV[1]\n"
-    "for i = 1, nf do\n"
-    "  local c = tonumber(ARGV[1 + i])\n"
-    "  if c > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. c) end\n"
+    "local nf, prefix, ttl, nr = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])\n"
+    "for i = nf + 1, #KEYS do redis.call('DEL', KEYS[i]) end\n"
+    "local ops, at = {}, {}\n"
+    "for r = 1, nr do\n"
+    "  local f = tonumber(ARGV[3 + 2 * r])\n"
+    "  local o = ops[f]\n"
+    "  if not o then o = {}; ops[f] = o end\n"
+    "  local k = #o\n"
+    "  o[k + 1], o[k + 2], o[k + 3], o[k + 4] = 'SET', 'u1', ARGV[4 + 2 * r], 1\n"
+    "  at[r] = {f, k / 4 + 1}\n"
+    "end\n"
+    "local old = {}\n"
+    "for f, o in pairs(ops) do\n"
+    "  local got = {}\n"
+    "  for i = 1, #o, 4000 do\n"
+    "    local res = redis.call('BITFIELD', KEYS[f], unpack(o, i, math.min(i + 3999, #o)))\n"
+    "    for j = 1, #res do got[#got + 1] = res[j] end\n"
+    "  end\n"
+    "  redis.call('EXPIRE', KEYS[f], ttl)\n"
+    "  old[f] = got\n"
     "end\n"
     "local counts, users, new = {}, {}, 0\n"
-    "for a = nf + 2, #ARGV, 6 do\n"
-    "  if redis.call('ZADD', KEYS[tonumber(ARGV[a])], 'NX', ARGV[a + 2], ARGV[a + 1]) == 1 then\n"
-    "    local td = ARGV[a + 3] .. ':' .. ARGV[a + 4]\n"
+    "for a = 5 + 2 * nr, #ARGV, 3 do\n"
+    "  local p = at[tonumber(ARGV[a])]\n"
+    "  if old[p[1]][p[2]] == 0 then\n"
+    "    local td = ARGV[a + 1]\n"
     "    counts[td] = (counts[td] or 0) + 1\n"
-    "    if ARGV[a + 5] ~= '' then\n"
-    "      users[td] = users[td] or {}\n"
-    "      table.insert(users[td], ARGV[a + 5])\n"
+    "    if ARGV[a + 2] ~= '' then\n"
+    "      local u = users[td]\n"
+    "      if not u then u = {}; users[td] = u end\n"
+    "      u[#u + 1] = ARGV[a + 2]\n"
     "    end\n"
     "    new = new + 1\n"
     "  end\n"
@@ -62,7 +83,11 @@ static const char count_script[] =
     "end\n"
     "return new\n";
 
-#define ARGS_PER_EVENT 6
+/* Records per fence block: 2^20 bits, 128 KiB. */
+#define FENCE_BLOCK_BITS 20
+/* A fence block expires this long after its last write (the markers' default TTL). */
+#define FENCE_TTL_S (30L * 24 * 3600)
+
 
 /* Formats the UTC day of an epoch-ms time as YYYY-MM-DD. */
 static void utc_day(int64_t ms, char day[11])
@@ -119,13 +144,41 @@ static redisReply *run_script(redisContext *c, const char *sha, int argc, const 
     return redisCommandArgv(c, argc, argv, lens);
 }
 
+/* One fence block (a partition's offsets in one 2^20 range), or one to delete. */
+typedef struct fence {
+    const char *topic;
+    int32_t partition;
+    int64_t block;
+    char key[320];
+} fence;
+
+/* A record of the batch: its fence block and bit. */
+typedef struct rec {
+    const usher_kafka_meta *kafka;
+    char fence_index[24];
+    char bit[24];
+} rec;
+
 /* Per-event strings, formatted once. */
 typedef struct event_args {
-    char fence_index[24];
-    char member[48];
-    char offset[24];
-    char day[11];
+    char rec_index[24];
+    char type_day[48];
 } event_args;
+
+/* The index of the fence for (topic, partition, block) in f[0..*n), added when new. */
+static size_t fence_of(fence *f, size_t *n, const char *prefix, const char *topic,
+                       int32_t partition, int64_t block)
+{
+    for (size_t i = 0; i < *n; i++)
+        if (f[i].block == block && f[i].partition == partition && strcmp(f[i].topic, topic) == 0)
+            return i;
+    f[*n].topic = topic;
+    f[*n].partition = partition;
+    f[*n].block = block;
+    snprintf(f[*n].key, sizeof(f[0].key), "%s:fence:%s:%" PRId32 ":%" PRId64, prefix, topic,
+             partition, block);
+    return (*n)++;
+}
 
 static void handle_batch(usher_ctx *ctx, const usher_event *const *events, size_t n,
                          usher_result *results, void *state)
@@ -133,64 +186,87 @@ static void handle_batch(usher_ctx *ctx, const usher_event *const *events, size_
     const char *prefix = usher_ctx_key_prefix(ctx);
     redisContext *c = usher_redis(ctx);
     redisReply *r = NULL;
-    const usher_kafka_meta **fences = NULL; /* one per distinct topic/partition */
-    char (*fence_keys)[320] = NULL, (*committed)[24] = NULL;
+    fence *fences = NULL, *trims = NULL;
+    rec *recs = NULL;
     event_args *ea = NULL;
     const char **argv = NULL;
-    size_t *lens = NULL, nf = 0, argc = 0;
+    size_t *lens = NULL, nf = 0, nt = 0, nr = 0, argc = 0;
     usher_result res = USHER_RETRY;
+    char nkeys[24], nfences[24], ttl[24], nrecs[24];
 
     if (c == NULL) {
         usher_set_reason(ctx, "redis_unavailable");
         goto out;
     }
     fences = calloc(n, sizeof(*fences));
-    fence_keys = calloc(n, sizeof(*fence_keys));
-    committed = calloc(n, sizeof(*committed));
+    trims = calloc(n, sizeof(*trims));
+    recs = calloc(n, sizeof(*recs));
     ea = calloc(n, sizeof(*ea));
-    argv = calloc(4 + 2 * n + ARGS_PER_EVENT * n, sizeof(*argv));
-    lens = calloc(4 + 2 * n + ARGS_PER_EVENT * n, sizeof(*lens));
-    if (!fences || !fence_keys || !committed || !ea || !argv || !lens) {
+    argv = calloc(7 + 3 * n + 2 * n + 3 * n, sizeof(*argv));
+    lens = calloc(7 + 3 * n + 2 * n + 3 * n, sizeof(*lens));
+    if (!fences || !trims || !recs || !ea || !argv || !lens) {
         usher_set_reason(ctx, "out_of_memory");
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
         const usher_kafka_meta *k = events[i]->kafka;
-        size_t f = 0;
-        while (f < nf && !(fences[f]->partition == k->partition &&
-                           strcmp(fences[f]->topic, k->topic) == 0))
-            f++;
-        if (f == nf) {
-            fences[nf] = k;
-            snprintf(fence_keys[nf], sizeof(fence_keys[0]), "%s:applied:%s:%" PRId32, prefix,
-                     k->topic, k->partition);
-            nf++;
+        size_t ri = nr;
+        if (nr > 0 && recs[nr - 1].kafka == k) {
+            ri = nr - 1; /* a record's events come together */
+        } else {
+            for (size_t j = 0; j < nr && ri == nr; j++)
+                if (recs[j].kafka == k)
+                    ri = j;
         }
-        if (k->committed_offset > fences[f]->committed_offset)
-            fences[f] = k; /* keep the newest committed offset seen for the partition */
-        snprintf(ea[i].fence_index, sizeof(ea[i].fence_index), "%zu", f + 1);
-        snprintf(ea[i].member, sizeof(ea[i].member), "%" PRId64 ":%u", k->offset,
-                 events[i]->index);
-        snprintf(ea[i].offset, sizeof(ea[i].offset), "%" PRId64, k->offset);
-        utc_day(events[i]->occurred_at_ms, ea[i].day);
+        if (ri == nr) {
+            recs[nr++].kafka = k;
+            size_t f = fence_of(fences, &nf, prefix, k->topic, k->partition,
+                                k->offset >> FENCE_BLOCK_BITS);
+            snprintf(recs[ri].fence_index, sizeof(recs[ri].fence_index), "%zu", f + 1);
+            snprintf(recs[ri].bit, sizeof(recs[ri].bit), "%" PRId64,
+                     k->offset & ((INT64_C(1) << FENCE_BLOCK_BITS) - 1));
+            int64_t cb = k->committed_offset >> FENCE_BLOCK_BITS;
+            if (k->committed_offset > 0 && cb > 0)
+                fence_of(trims, &nt, prefix, k->topic, k->partition, cb - 1);
+        }
+        char day[11];
+        utc_day(events[i]->occurred_at_ms, day);
+        snprintf(ea[i].rec_index, sizeof(ea[i].rec_index), "%zu", ri + 1);
+        snprintf(ea[i].type_day, sizeof(ea[i].type_day), "%s:%s",
+                 usher_event_type_name(events[i]->type), day);
     }
+    /* never delete a block this batch writes (cannot happen: records in flight are at or
+     * above their partition's committed offset) */
+    for (size_t t = 0; t < nt;) {
+        bool used = false;
+        for (size_t f = 0; f < nf && !used; f++)
+            used = strcmp(trims[t].key, fences[f].key) == 0;
+        if (used)
+            trims[t] = trims[--nt];
+        else
+            t++;
+    }
+    snprintf(nkeys, sizeof(nkeys), "%zu", nf + nt);
+    snprintf(nfences, sizeof(nfences), "%zu", nf);
+    snprintf(ttl, sizeof(ttl), "%ld", FENCE_TTL_S);
+    snprintf(nrecs, sizeof(nrecs), "%zu", nr);
     argc = 2;
-    char nkeys[24];
-    snprintf(nkeys, sizeof(nkeys), "%zu", nf);
     argv[argc++] = nkeys;
     for (size_t f = 0; f < nf; f++)
-        argv[argc++] = fence_keys[f];
+        argv[argc++] = fences[f].key;
+    for (size_t t = 0; t < nt; t++)
+        argv[argc++] = trims[t].key;
+    argv[argc++] = nfences;
     argv[argc++] = prefix;
-    for (size_t f = 0; f < nf; f++) {
-        snprintf(committed[f], sizeof(committed[0]), "%" PRId64, fences[f]->committed_offset);
-        argv[argc++] = committed[f];
+    argv[argc++] = ttl;
+    argv[argc++] = nrecs;
+    for (size_t i = 0; i < nr; i++) {
+        argv[argc++] = recs[i].fence_index;
+        argv[argc++] = recs[i].bit;
     }
     for (size_t i = 0; i < n; i++) {
-        argv[argc++] = ea[i].fence_index;
-        argv[argc++] = ea[i].member;
-        argv[argc++] = ea[i].offset;
-        argv[argc++] = usher_event_type_name(events[i]->type);
-        argv[argc++] = ea[i].day;
+        argv[argc++] = ea[i].rec_index;
+        argv[argc++] = ea[i].type_day;
         argv[argc++] = events[i]->user.id ? events[i]->user.id : "";
     }
     for (size_t i = 2; i < argc; i++)
@@ -214,8 +290,8 @@ out:
     if (r != NULL)
         freeReplyObject(r);
     free(fences);
-    free(fence_keys);
-    free(committed);
+    free(trims);
+    free(recs);
     free(ea);
     free(argv);
     free(lens);

@@ -551,17 +551,12 @@ static void apply(usher_worker *w, record *r, size_t e, size_t h, usher_result r
 
 /* --- runners: the handlers of one event run concurrently ------------------------------- */
 
-/* Makes one handler call; a batch handler gets a batch of one. */
+/* Makes one call of a per-event handler. */
 static usher_result call_handler(usher_call *c)
 {
     const usher_bound_handler *b = c->ctx.b;
-    usher_result res;
 
-    if (b->h->handle_batch != NULL)
-        b->h->handle_batch(&c->ctx, &c->ev, 1, &res, b->state);
-    else
-        res = b->h->handle(&c->ctx, c->ev, b->state);
-    return res;
+    return b->h->handle(&c->ctx, c->ev, b->state);
 }
 
 static void *runner_main(void *arg)
@@ -640,6 +635,45 @@ static void fan_out(usher_worker *w, usher_call *calls, size_t n)
     }
 }
 
+/* Calls each batch handler once with all the events of r it still owes: a record's events
+ * reach a batch handler together, in one call, also when they are retried. */
+static void attempt_batch(usher_worker *w, record *r)
+{
+    const usher_registry *reg = w->app->reg;
+    const usher_event **evs = NULL;
+    usher_result *res = NULL;
+    size_t *at = NULL;
+
+    for (size_t h = 0; h < reg->count; h++) {
+        const usher_bound_handler *b = &reg->items[h];
+        usher_ctx ctx = { .conn = &w->conn, .b = b };
+        size_t n = 0;
+        if (b->h->handle_batch == NULL)
+            continue;
+        if (evs == NULL) {
+            evs = malloc(r->batch.count * sizeof(*evs));
+            res = malloc(r->batch.count * sizeof(*res));
+            at = malloc(r->batch.count * sizeof(*at));
+            if (evs == NULL || res == NULL || at == NULL)
+                break; /* the pairs stay unfinished: retried after a backoff */
+        }
+        for (size_t e = 0; e < r->batch.count; e++) {
+            if (r->done[e * reg->count + h] || !usher_bound_wants(b, r->batch.events[e].type))
+                continue;
+            evs[n] = &r->batch.events[e];
+            at[n++] = e;
+        }
+        if (n == 0)
+            continue;
+        b->h->handle_batch(&ctx, evs, n, res, b->state);
+        for (size_t k = 0; k < n; k++)
+            apply(w, r, at[k], h, res[k], &ctx);
+    }
+    free(evs);
+    free(res);
+    free(at);
+}
+
 /* Makes one attempt at every unfinished (event, handler) pair of r, except batch handlers
  * when skip_batch is set (the batch pass already made this attempt for them). The handlers of
  * one event run concurrently; events run one after another, so ordering holds per handler. */
@@ -648,13 +682,15 @@ static void attempt(usher_worker *w, record *r, bool skip_batch)
     const usher_registry *reg = w->app->reg;
     usher_call *calls = w->calls;
 
+    if (!skip_batch)
+        attempt_batch(w, r);
     for (size_t e = 0; e < r->batch.count; e++) {
         const usher_event *ev = &r->batch.events[e];
         size_t n = 0;
         for (size_t h = 0; h < reg->count; h++) {
             const usher_bound_handler *b = &reg->items[h];
             if (r->done[e * reg->count + h] || !usher_bound_wants(b, ev->type) ||
-                (skip_batch && b->h->handle_batch != NULL))
+                b->h->handle_batch != NULL)
                 continue;
             calls[n++] = (usher_call){ .ctx = { .b = b }, .ev = ev, .h = h };
         }

@@ -79,8 +79,9 @@ typedef struct usher_handler {
     /* Optional. Frees what init built. */
     void (*destroy)(void *state);
     /* Optional, for handlers whose effects commute (counters): processes n events at once,
-     * setting results[i] for events[i]; when set, usher calls it instead of handle (with n = 1
-     * for retries). Events may come from several records and partitions, and usher may call it
+     * setting results[i] for events[i]; when set, usher calls it instead of handle. The events
+     * of one record always come in the same call, also on retries (so a handler may dedupe per
+     * record). Events may come from several records and partitions, and usher may call it
      * for an event while an earlier event of the same key still waits for another handler's
      * retry — so it must not depend on order. The reason set with usher_set_reason applies to
      * every result that is not USHER_OK. */
