@@ -10,7 +10,7 @@
 /* At most one nudge per interval: the longest a drained prefetch waits for its fetcher. */
 #define NUDGE_INTERVAL_MS 20
 /* A leader that does not answer within this does not hold the thread up longer. */
-#define NUDGE_TIMEOUT_MS 2000
+#define NUDGE_TIMEOUT_MS 500
 
 struct usher_nudge {
     rd_kafka_t *rk;
