@@ -95,10 +95,11 @@ def proc_main(kind, port, threads, per_client, base, q):
 
 
 def cpu_seconds(pid):
-    """utime + stime of PID, in seconds."""
+    """(utime, stime) of PID, in seconds."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tck = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tck, int(fields[12]) / tck
 
 
 def main():
@@ -135,9 +136,11 @@ def main():
     c1, t1 = cpu_seconds(a.pid), time.monotonic()
     urllib.request.urlopen(urllib.request.Request(
         ctl + "/_control/reset", data=b"{}", method="POST")).read()
+    user, system = c1[0] - c0[0], c1[1] - c0[1]
     print(f"{a.kind}: {total} requests, {a.clients} clients, delay {a.delay_ms} ms: "
-          f"{total / (t1 - t0):.0f} req/s, sink CPU {c1 - c0:.2f} s = "
-          f"{(c1 - c0) / total * 1000:.3f} ms/request, errors {len(errors)}"
+          f"{total / (t1 - t0):.0f} req/s, sink CPU {user + system:.2f} s (user {user:.2f}, "
+          f"sys {system:.2f}) = {(user + system) / total * 1000:.3f} ms/request, "
+          f"errors {len(errors)}"
           + (f" (first: {errors[0]})" if errors else ""))
 
 
