@@ -30,58 +30,51 @@
 #include "usher/handler.h"
 
 /* KEYS: the fence blocks of the batch's records, then the blocks to delete. ARGV: number of
- * fence blocks, key prefix, fence TTL, number of records; per record: fence index, bit; per
- * event: record index, "<type>:<day>", user id ("" = none). Counter and HyperLogLog keys derive
- * from the prefix (usher does not support Redis Cluster). Returns how many events were new. */
+ * fence blocks, key prefix, fence TTL; per fence block: its record count c, then c times
+ * SET u1 <bit> 1 (the block's BITFIELD arguments; records are numbered 1.. in this order);
+ * then per "<type>:<day>": that string, its event count n, then n times record number, user id
+ * ("" = none). Counter and HyperLogLog keys derive from the prefix (usher does not support
+ * Redis Cluster). Returns how many events were new. */
 static const char count_script[] =
-    "local nf, prefix, ttl, nr = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])\n"
+    "local nf, prefix, ttl = tonumber(ARGV[1]), ARGV[2], ARGV[3]\n"
     "for i = nf + 1, #KEYS do redis.call('DEL', KEYS[i]) end\n"
-    "local ops, at = {}, {}\n"
-    "for r = 1, nr do\n"
-    "  local f = tonumber(ARGV[3 + 2 * r])\n"
-    "  local o = ops[f]\n"
-    "  if not o then o = {}; ops[f] = o end\n"
-    "  local k = #o\n"
-    "  o[k + 1], o[k + 2], o[k + 3], o[k + 4] = 'SET', 'u1', ARGV[4 + 2 * r], 1\n"
-    "  at[r] = {f, k / 4 + 1}\n"
-    "end\n"
-    "local old = {}\n"
-    "for f, o in pairs(ops) do\n"
-    "  local got = {}\n"
-    "  for i = 1, #o, 4000 do\n"
-    "    local res = redis.call('BITFIELD', KEYS[f], unpack(o, i, math.min(i + 3999, #o)))\n"
-    "    for j = 1, #res do got[#got + 1] = res[j] end\n"
+    "local new, a, r = {}, 4, 0\n"
+    "for f = 1, nf do\n"
+    "  local c = tonumber(ARGV[a])\n"
+    "  a = a + 1\n"
+    "  for i = 0, c - 1, 1000 do\n"
+    "    local m = math.min(1000, c - i)\n"
+    "    local res = redis.call('BITFIELD', KEYS[f], unpack(ARGV, a + 4 * i, a + 4 * (i + m) - 1))\n"
+    "    for j = 1, m do new[r + i + j] = res[j] == 0 end\n"
     "  end\n"
     "  redis.call('EXPIRE', KEYS[f], ttl)\n"
-    "  old[f] = got\n"
+    "  a = a + 4 * c\n"
+    "  r = r + c\n"
     "end\n"
-    "local counts, users, new = {}, {}, 0\n"
-    "for a = 5 + 2 * nr, #ARGV, 3 do\n"
-    "  local p = at[tonumber(ARGV[a])]\n"
-    "  if old[p[1]][p[2]] == 0 then\n"
-    "    local td = ARGV[a + 1]\n"
-    "    counts[td] = (counts[td] or 0) + 1\n"
-    "    if ARGV[a + 2] ~= '' then\n"
-    "      local u = users[td]\n"
-    "      if not u then u = {}; users[td] = u end\n"
-    "      u[#u + 1] = ARGV[a + 2]\n"
+    "local totals, counted = {}, 0\n"
+    "while a <= #ARGV do\n"
+    "  local td, n = ARGV[a], tonumber(ARGV[a + 1])\n"
+    "  local cnt, users = 0, {}\n"
+    "  a = a + 2\n"
+    "  for k = a, a + 2 * n - 1, 2 do\n"
+    "    if new[tonumber(ARGV[k])] then\n"
+    "      cnt = cnt + 1\n"
+    "      if ARGV[k + 1] ~= '' then users[#users + 1] = ARGV[k + 1] end\n"
     "    end\n"
-    "    new = new + 1\n"
     "  end\n"
-    "end\n"
-    "local totals = {}\n"
-    "for td, n in pairs(counts) do\n"
-    "  local t, d = string.match(td, '^(.*):([^:]*)$')\n"
-    "  redis.call('HINCRBY', prefix .. ':events:' .. t, d, n)\n"
-    "  totals[t] = (totals[t] or 0) + n\n"
+    "  a = a + 2 * n\n"
+    "  if cnt > 0 then\n"
+    "    local t, d = string.match(td, '^(.*):([^:]*)$')\n"
+    "    redis.call('HINCRBY', prefix .. ':events:' .. t, d, cnt)\n"
+    "    totals[t] = (totals[t] or 0) + cnt\n"
+    "    counted = counted + cnt\n"
+    "    for i = 1, #users, 1000 do\n"
+    "      redis.call('PFADD', prefix .. ':uu:' .. td, unpack(users, i, math.min(i + 999, #users)))\n"
+    "    end\n"
+    "  end\n"
     "end\n"
     "for t, n in pairs(totals) do redis.call('HINCRBY', prefix .. ':events:' .. t, 'total', n) end\n"
-    "for td, list in pairs(users) do\n"
-    "  for i = 1, #list, 1000 do\n"
-    "    redis.call('PFADD', prefix .. ':uu:' .. td, unpack(list, i, math.min(i + 999, #list)))\n"
-    "  end\n"
-    "end\n"
-    "return new\n";
+    "return counted\n";
 
 /* Records per fence block: 2^20 bits, 128 KiB. */
 #define FENCE_BLOCK_BITS 20
@@ -149,21 +142,27 @@ typedef struct fence {
     const char *topic;
     int32_t partition;
     int64_t block;
+    size_t nrecs;      /* records of the batch in this block */
+    size_t first;      /* number of the block's first record, from 0 */
     char key[320];
+    char count[24];
 } fence;
 
 /* A record of the batch: its fence block and bit. */
 typedef struct rec {
     const usher_kafka_meta *kafka;
-    char fence_index[24];
+    size_t fence;
+    size_t number;     /* its number in the script's arguments, from 0 */
     char bit[24];
+    char num[24];      /* number + 1, as the script counts */
 } rec;
 
-/* Per-event strings, formatted once. */
-typedef struct event_args {
-    char rec_index[24];
-    char type_day[48];
-} event_args;
+/* A "<type>:<day>" of the batch and how many events have it. */
+typedef struct group {
+    char td[48];
+    size_t n, first;
+    char count[24];
+} group;
 
 /* The index of the fence for (topic, partition, block) in f[0..*n), added when new. */
 static size_t fence_of(fence *f, size_t *n, const char *prefix, const char *topic,
@@ -172,11 +171,33 @@ static size_t fence_of(fence *f, size_t *n, const char *prefix, const char *topi
     for (size_t i = 0; i < *n; i++)
         if (f[i].block == block && f[i].partition == partition && strcmp(f[i].topic, topic) == 0)
             return i;
+    memset(&f[*n], 0, sizeof(f[0]));
     f[*n].topic = topic;
     f[*n].partition = partition;
     f[*n].block = block;
     snprintf(f[*n].key, sizeof(f[0].key), "%s:fence:%s:%" PRId32 ":%" PRId64, prefix, topic,
              partition, block);
+    return (*n)++;
+}
+
+/* The record of k in r[0..*n), added (with its fence) when new. A record's events come
+ * together, so the last one is checked first. */
+static size_t rec_of(rec *r, size_t *n, fence *f, size_t *nf, fence *trims, size_t *nt,
+                     const char *prefix, const usher_kafka_meta *k)
+{
+    if (*n > 0 && r[*n - 1].kafka == k)
+        return *n - 1;
+    for (size_t i = 0; i < *n; i++)
+        if (r[i].kafka == k)
+            return i;
+    r[*n].kafka = k;
+    r[*n].fence = fence_of(f, nf, prefix, k->topic, k->partition, k->offset >> FENCE_BLOCK_BITS);
+    f[r[*n].fence].nrecs++;
+    snprintf(r[*n].bit, sizeof(r[0].bit), "%" PRId64,
+             k->offset & ((INT64_C(1) << FENCE_BLOCK_BITS) - 1));
+    int64_t cb = k->committed_offset >> FENCE_BLOCK_BITS;
+    if (k->committed_offset > 0 && cb > 0)
+        fence_of(trims, nt, prefix, k->topic, k->partition, cb - 1);
     return (*n)++;
 }
 
@@ -188,52 +209,45 @@ static void handle_batch(usher_ctx *ctx, const usher_event *const *events, size_
     redisReply *r = NULL;
     fence *fences = NULL, *trims = NULL;
     rec *recs = NULL;
-    event_args *ea = NULL;
+    group *groups = NULL;
+    size_t *ev_rec = NULL, *ev_group = NULL, *order = NULL, *by_fence = NULL;
     const char **argv = NULL;
-    size_t *lens = NULL, nf = 0, nt = 0, nr = 0, argc = 0;
+    size_t *lens = NULL, nf = 0, nt = 0, nr = 0, ng = 0, argc = 0, cap;
     usher_result res = USHER_RETRY;
-    char nkeys[24], nfences[24], ttl[24], nrecs[24];
+    char nkeys[24], nfences[24], ttl[24];
 
     if (c == NULL) {
         usher_set_reason(ctx, "redis_unavailable");
         goto out;
     }
+    cap = 6 + 2 * n + 1 + 4 * n + 2 * n + 2 * n;
     fences = calloc(n, sizeof(*fences));
     trims = calloc(n, sizeof(*trims));
     recs = calloc(n, sizeof(*recs));
-    ea = calloc(n, sizeof(*ea));
-    argv = calloc(7 + 3 * n + 2 * n + 3 * n, sizeof(*argv));
-    lens = calloc(7 + 3 * n + 2 * n + 3 * n, sizeof(*lens));
-    if (!fences || !trims || !recs || !ea || !argv || !lens) {
+    groups = calloc(n, sizeof(*groups));
+    ev_rec = calloc(n, sizeof(*ev_rec));
+    ev_group = calloc(n, sizeof(*ev_group));
+    order = calloc(n, sizeof(*order));
+    by_fence = calloc(n, sizeof(*by_fence));
+    argv = calloc(cap, sizeof(*argv));
+    lens = calloc(cap, sizeof(*lens));
+    if (!fences || !trims || !recs || !groups || !ev_rec || !ev_group || !order || !by_fence ||
+        !argv || !lens) {
         usher_set_reason(ctx, "out_of_memory");
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
-        const usher_kafka_meta *k = events[i]->kafka;
-        size_t ri = nr;
-        if (nr > 0 && recs[nr - 1].kafka == k) {
-            ri = nr - 1; /* a record's events come together */
-        } else {
-            for (size_t j = 0; j < nr && ri == nr; j++)
-                if (recs[j].kafka == k)
-                    ri = j;
-        }
-        if (ri == nr) {
-            recs[nr++].kafka = k;
-            size_t f = fence_of(fences, &nf, prefix, k->topic, k->partition,
-                                k->offset >> FENCE_BLOCK_BITS);
-            snprintf(recs[ri].fence_index, sizeof(recs[ri].fence_index), "%zu", f + 1);
-            snprintf(recs[ri].bit, sizeof(recs[ri].bit), "%" PRId64,
-                     k->offset & ((INT64_C(1) << FENCE_BLOCK_BITS) - 1));
-            int64_t cb = k->committed_offset >> FENCE_BLOCK_BITS;
-            if (k->committed_offset > 0 && cb > 0)
-                fence_of(trims, &nt, prefix, k->topic, k->partition, cb - 1);
-        }
-        char day[11];
+        char day[11], td[48];
+        size_t g = 0;
+        ev_rec[i] = rec_of(recs, &nr, fences, &nf, trims, &nt, prefix, events[i]->kafka);
         utc_day(events[i]->occurred_at_ms, day);
-        snprintf(ea[i].rec_index, sizeof(ea[i].rec_index), "%zu", ri + 1);
-        snprintf(ea[i].type_day, sizeof(ea[i].type_day), "%s:%s",
-                 usher_event_type_name(events[i]->type), day);
+        snprintf(td, sizeof(td), "%s:%s", usher_event_type_name(events[i]->type), day);
+        while (g < ng && strcmp(groups[g].td, td) != 0)
+            g++;
+        if (g == ng)
+            snprintf(groups[ng++].td, sizeof(groups[0].td), "%s", td);
+        groups[g].n++;
+        ev_group[i] = g;
     }
     /* never delete a block this batch writes (cannot happen: records in flight are at or
      * above their partition's committed offset) */
@@ -246,10 +260,23 @@ static void handle_batch(usher_ctx *ctx, const usher_event *const *events, size_
         else
             t++;
     }
+    /* number the records block by block, and the events group by group */
+    for (size_t f = 0, at = 0; f < nf; at += fences[f].nrecs, f++)
+        fences[f].first = at;
+    for (size_t i = 0; i < nr; i++) {
+        fence *f = &fences[recs[i].fence];
+        recs[i].number = f->first++;
+        by_fence[recs[i].number] = i;
+        snprintf(recs[i].num, sizeof(recs[i].num), "%zu", recs[i].number + 1);
+    }
+    for (size_t g = 0, at = 0; g < ng; at += groups[g].n, g++)
+        groups[g].first = at;
+    for (size_t i = 0; i < n; i++)
+        order[groups[ev_group[i]].first++] = i;
+
     snprintf(nkeys, sizeof(nkeys), "%zu", nf + nt);
     snprintf(nfences, sizeof(nfences), "%zu", nf);
     snprintf(ttl, sizeof(ttl), "%ld", FENCE_TTL_S);
-    snprintf(nrecs, sizeof(nrecs), "%zu", nr);
     argc = 2;
     argv[argc++] = nkeys;
     for (size_t f = 0; f < nf; f++)
@@ -259,15 +286,25 @@ static void handle_batch(usher_ctx *ctx, const usher_event *const *events, size_
     argv[argc++] = nfences;
     argv[argc++] = prefix;
     argv[argc++] = ttl;
-    argv[argc++] = nrecs;
-    for (size_t i = 0; i < nr; i++) {
-        argv[argc++] = recs[i].fence_index;
-        argv[argc++] = recs[i].bit;
+    for (size_t f = 0, k = 0; f < nf; f++) {
+        snprintf(fences[f].count, sizeof(fences[f].count), "%zu", fences[f].nrecs);
+        argv[argc++] = fences[f].count;
+        for (size_t j = 0; j < fences[f].nrecs; j++, k++) {
+            argv[argc++] = "SET";
+            argv[argc++] = "u1";
+            argv[argc++] = recs[by_fence[k]].bit;
+            argv[argc++] = "1";
+        }
     }
-    for (size_t i = 0; i < n; i++) {
-        argv[argc++] = ea[i].rec_index;
-        argv[argc++] = ea[i].type_day;
-        argv[argc++] = events[i]->user.id ? events[i]->user.id : "";
+    for (size_t g = 0, k = 0; g < ng; g++) {
+        snprintf(groups[g].count, sizeof(groups[g].count), "%zu", groups[g].n);
+        argv[argc++] = groups[g].td;
+        argv[argc++] = groups[g].count;
+        for (size_t j = 0; j < groups[g].n; j++, k++) {
+            const usher_event *ev = events[order[k]];
+            argv[argc++] = recs[ev_rec[order[k]]].num;
+            argv[argc++] = ev->user.id ? ev->user.id : "";
+        }
     }
     for (size_t i = 2; i < argc; i++)
         lens[i] = strlen(argv[i]);
@@ -292,7 +329,11 @@ out:
     free(fences);
     free(trims);
     free(recs);
-    free(ea);
+    free(groups);
+    free(ev_rec);
+    free(ev_group);
+    free(order);
+    free(by_fence);
     free(argv);
     free(lens);
 }
