@@ -99,7 +99,8 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < n; i++) {
             usher_jerror e;
             if (usher_jdoc_parse(&doc, s[i].data, s[i].len, 0, &e) != 0 && it == 0)
-                fprintf(stderr, "json_doc rejects fixture %zu: %s\n", i, e.text);
+                fprintf(stderr, "note: fixture %zu is not one JSON text (%s): JSON Lines?\n", i,
+                        e.text);
         }
     t_doc = now_s() - t0;
     usher_jdoc_free(&doc);
