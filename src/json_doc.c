@@ -45,7 +45,7 @@ typedef struct parser {
     size_t len, pos;         /* pos: bytes consumed (jansson's stream position) */
     size_t nframes;
     int tok;
-    size_t tok_start;
+    size_t tok_start, tok_end; /* the current token's bytes */
     char *str;               /* TOK_STRING: unescaped, NUL-terminated, in b */
     size_t slen;
     bool snul;               /* the string holds a \u0000 */
@@ -409,6 +409,20 @@ static bool isalph(unsigned char c)
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
 }
 
+/*
+ * After a number or a literal, jansson reads one byte ahead and puts it back; a NUL byte put
+ * back is lost (its stream buffer is NUL-terminated), so it accepts "[1\0]" and "true\0". The
+ * same here: the NUL is skipped, and counted (jansson's positions after it are one less).
+ */
+static void drop_nul(parser *p)
+{
+    p->tok_end = p->pos;
+    if (p->pos < p->len && p->b[p->pos] == '\0' && !p->failed) {
+        p->pos++;
+        p->d->nul_dropped++;
+    }
+}
+
 /* Reads the next token (jansson's lex_scan). */
 static void lex(parser *p)
 {
@@ -418,6 +432,7 @@ static void lex(parser *p)
     while (ws[b[p->pos]])
         p->pos++;
     p->tok_start = p->pos;
+    p->tok_end = p->len; /* set where the token ends; drop_nul may move pos past it */
     if (p->pos >= p->len) {
         p->pos = p->len;
         p->tok = TOK_EOF;
@@ -442,6 +457,8 @@ static void lex(parser *p)
     }
     if (c == '-' || isdig(c)) {
         lex_number(p);
+        if (p->tok != TOK_INVALID)
+            drop_nul(p);
         return;
     }
     if (isalph(c)) {
@@ -458,6 +475,8 @@ static void lex(parser *p)
             p->tok = TOK_NULL;
         else
             p->tok = TOK_INVALID;
+        if (p->tok != TOK_INVALID)
+            drop_nul(p);
         return;
     }
     p->tok = TOK_INVALID;
@@ -495,7 +514,7 @@ static usher_jnode *emit(parser *p, usher_jtype type)
     n->idx = (uint32_t)d->count;
     n->next = (uint32_t)d->count + 1;
     n->start = (uint32_t)p->tok_start;
-    n->end = (uint32_t)p->pos;
+    n->end = (uint32_t)(p->tok_end < p->pos ? p->tok_end : p->pos);
     n->v.i = 0;
     d->count++;
     return n;
@@ -811,6 +830,7 @@ int usher_jdoc_parse(usher_jdoc *d, const void *input, size_t len, unsigned flag
     }
     d->count = 0;
     d->end = 0;
+    d->nul_dropped = 0;
     if (len >= UINT32_MAX - 1u || (input == NULL && len > 0)) {
         set_err(&p, USHER_JERR_OTHER, 0, "input too large");
         return -1;

@@ -73,6 +73,8 @@ typedef struct usher_jdoc {
     usher_jframe *frames;
     size_t framecap;
     size_t end;         /* where the value ended: bytes consumed after a successful parse */
+    size_t nul_dropped; /* NUL bytes skipped right after a number or literal, as jansson does;
+                           jansson's positions are the ones here minus these */
 } usher_jdoc;
 
 /* Parse flags. */
