@@ -1164,6 +1164,60 @@ static void test_guard_limits(void **state)
     fx_free(&f);
 }
 
+/* raw_json is the event's own text: a batch element's bytes, a JSON line's, or the bytes of the
+ * decoded text for an event inside a JSON string; usher_event_raw parses it afresh each call. */
+static void test_raw_json_spans(void **state)
+{
+    fx f;
+    json_t *a = NULL, *b = NULL;
+    const char *batch = "[ {\"log_id\":\"1\",\"data\":{\"type\":\"s\",\"user_id\":\"auth0|a\"}} ,"
+                        "{\"log_id\":\"2\",\"data\":{\"type\":\"slo\",\"user_id\":\"auth0|b\"}}]";
+    /* a {log_id, data} record's event is its data object, as before */
+    const char *second = "{\"type\":\"slo\",\"user_id\":\"auth0|b\"}";
+    (void)state;
+
+    assert_int_equal(run_inline(&f, batch, NULL), 0);
+    assert_int_equal(f.b.count, 2);
+    assert_int_equal(f.b.events[1].raw_json_len, strlen(second));
+    assert_memory_equal(f.b.events[1].raw_json, second, strlen(second));
+    assert_ptr_equal(f.b.events[1].raw_json, strstr(f.value, second)); /* borrowed, not copied */
+    assert_int_equal(f.b.events[0].raw_json[0], '{');
+    assert_int_equal(f.b.events[0].raw_json[f.b.events[0].raw_json_len - 1], '}');
+    a = usher_event_raw(&f.b.events[1]);
+    b = usher_event_raw(&f.b.events[1]);
+    assert_non_null(a);
+    assert_true(a != b); /* a new reference every time */
+    assert_string_equal(json_string_value(json_object_get(a, "type")), "slo");
+    assert_true(json_equal(a, b));
+    json_decref(a);
+    json_decref(b);
+    fx_free(&f);
+
+    /* JSON Lines: each event's text is its line */
+    assert_int_equal(run_inline(&f, "{\"log_id\":\"1\",\"data\":{\"type\":\"s\"}}\n"
+                                    "{\"log_id\":\"2\",\"data\":{\"type\":\"s\"}}  \n",
+                                NULL),
+                     0);
+    assert_int_equal(f.b.count, 2);
+    assert_int_equal(f.b.events[1].raw_json_len, strlen("{\"type\":\"s\"}"));
+    assert_ptr_equal(f.b.events[1].raw_json, strrchr(f.value, '{'));
+    fx_free(&f);
+
+    /* a record that is a JSON string: the event's text is the decoded one, unescaped */
+    assert_int_equal(run_inline(&f, "\"{\\\"user_id\\\":\\\"auth0|s\\\",\\\"email\\\":"
+                                    "\\\"s@example.com\\\"}\"",
+                                NULL),
+                     0);
+    assert_int_equal(f.b.count, 1);
+    assert_int_equal(f.b.events[0].raw_json_len,
+                     strlen("{\"user_id\":\"auth0|s\",\"email\":\"s@example.com\"}"));
+    assert_memory_equal(f.b.events[0].raw_json, "{\"user_id\":\"auth0|s\",", 19);
+    a = usher_event_raw(&f.b.events[0]);
+    assert_string_equal(json_string_value(json_object_get(a, "email")), "s@example.com");
+    json_decref(a);
+    fx_free(&f);
+}
+
 static void test_batch_release_reuse(void **state)
 {
     fx f;
@@ -1248,6 +1302,7 @@ int main(void)
         cmocka_unit_test(test_ambiguous_and_unrecognized),
         cmocka_unit_test(test_guard_limits),
         cmocka_unit_test(test_batch_release_reuse),
+        cmocka_unit_test(test_raw_json_spans),
     };
     return cmocka_run_group_tests_name("normalize", tests, NULL, NULL);
 }
