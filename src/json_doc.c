@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <locale.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -60,10 +61,14 @@ static unsigned char str_stop[256];
 /* 1: JSON whitespace. */
 static unsigned char ws[256];
 static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
+/* "C" numeric locale for strtod_l: a '.' is the decimal point whatever setlocale says (jansson
+ * converts to the current locale's point for the same effect). (locale_t)0 if unavailable. */
+static locale_t c_locale;
 
-/* Fills the byte classes (once per process; constant afterwards). */
+/* Fills the byte classes and the C locale (once per process; constant afterwards). */
 static void init_tables(void)
 {
+    c_locale = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
     for (int c = 0; c < 256; c++) {
         str_stop[c] = (unsigned char)(c < 0x20 || c >= 0x80 || c == '"' || c == '\\');
         ws[c] = (unsigned char)(c == ' ' || c == '\t' || c == '\n' || c == '\r');
@@ -393,7 +398,8 @@ static void lex_number(parser *p)
         double v;
         *t = '\0';
         errno = 0;
-        v = strtod((const char *)b + start, NULL);
+        v = c_locale != (locale_t)0 ? strtod_l((const char *)b + start, NULL, c_locale)
+                                    : strtod((const char *)b + start, NULL);
         *t = save;
         if ((v == HUGE_VAL || v == -HUGE_VAL) && errno == ERANGE) {
             set_err(p, USHER_JERR_OTHER, i, "real number overflow");
