@@ -130,10 +130,15 @@ static inline long long usher_jv_int(const usher_jnode *v)
 {
     return usher_jv_is_integer(v) ? v->v.i : 0;
 }
-/* Members of an object or elements of an array, 0 for anything else. */
-static inline size_t usher_jv_size(const usher_jnode *v)
+/* Elements of an array, 0 for anything else (json_array_size). */
+static inline size_t usher_jarr_size(const usher_jnode *v)
 {
-    return v && (v->type == USHER_JOBJECT || v->type == USHER_JARRAY) ? v->n : 0;
+    return usher_jv_is_array(v) ? v->n : 0;
+}
+/* Members of an object, 0 for anything else (json_object_size). */
+static inline size_t usher_jobj_size(const usher_jnode *v)
+{
+    return usher_jv_is_object(v) ? v->n : 0;
 }
 /* The node after v and all its descendants: its next sibling when there is one. */
 static inline const usher_jnode *usher_jv_skip(const usher_jnode *v)
@@ -143,7 +148,7 @@ static inline const usher_jnode *usher_jv_skip(const usher_jnode *v)
 /* First element of an array / first key of an object (its value is key + 1); NULL if empty. */
 static inline const usher_jnode *usher_jv_first(const usher_jnode *c)
 {
-    return usher_jv_size(c) > 0 ? c + 1 : NULL;
+    return usher_jarr_size(c) > 0 || usher_jobj_size(c) > 0 ? c + 1 : NULL;
 }
 
 /* obj[key] (key compared with its unescaped bytes), or NULL. Linear in obj's members. */

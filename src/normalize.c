@@ -1911,7 +1911,7 @@ static int h_hdinsight(norm_ctx *c, const rec *r, const jv *o)
     size_t i;
     char label[40];
 
-    if (usher_jv_size(recs) == 0)
+    if (usher_jarr_size(recs) == 0)
         return reject(c, "not_an_event", "records is empty");
     usher_jarr_foreach(recs, i, e) {
         snprintf(label, sizeof(label), "records[%zu].", i);
@@ -2022,7 +2022,7 @@ static int detect(norm_ctx *c, const jv *o, enum fmt *out)
         *out = F_UPSTASH;
         return 0;
     }
-    if (usher_jv_size(o) > 0 && keys_within(o, upstash_resp_keys) &&
+    if (usher_jobj_size(o) > 0 && keys_within(o, upstash_resp_keys) &&
         (has(o, "offset") || has(o, "partition"))) {
         *out = F_UPSTASH_RESP;
         return 0;
@@ -2133,7 +2133,7 @@ static enum fmt array_elem_kind(const jv *e)
         return F_CE;
     if (has(e, "value") && keys_within(e, upstash_rec_keys))
         return F_UPSTASH;
-    if (usher_jv_size(e) > 0 && keys_within(e, upstash_resp_keys))
+    if (usher_jobj_size(e) > 0 && keys_within(e, upstash_resp_keys))
         return F_UPSTASH_RESP;
     return F_NONE;
 }
@@ -2147,7 +2147,7 @@ static int do_array(norm_ctx *c, const rec *r, const jv *a, enum fmt forced)
     size_t i;
     char pfx[32];
 
-    if (usher_jv_size(a) == 0)
+    if (usher_jarr_size(a) == 0)
         return reject(c, "not_an_event", "an empty array");
     if (forced != F_NONE && forced != F_CE)
         return reject(c, "schema_error", "expected a JSON object, got array");

@@ -68,12 +68,12 @@ static void test_value_types(void **state)
     assert_int_equal(parse(&d, text, 0, &e), 0);
     r = usher_jdoc_root(&d);
     assert_true(usher_jv_is_object(r));
-    assert_int_equal(usher_jv_size(r), 8);
+    assert_int_equal(usher_jobj_size(r), 8);
     assert_true(usher_jv_is_object(usher_jv_get(r, "o")));
-    assert_int_equal(usher_jv_size(usher_jv_get(r, "o")), 0);
+    assert_int_equal(usher_jobj_size(usher_jv_get(r, "o")), 0);
     v = usher_jv_get(r, "a");
     assert_true(usher_jv_is_array(v));
-    assert_int_equal(usher_jv_size(v), 3);
+    assert_int_equal(usher_jarr_size(v), 3);
     assert_int_equal(usher_jv_int(usher_jv_at(v, 0)), 1);
     assert_true(usher_jv_is_real(usher_jv_at(v, 1)));
     assert_true(usher_jv_at(v, 1)->v.d == -2.5);
@@ -96,7 +96,9 @@ static void test_value_types(void **state)
     assert_null(usher_jv_get(usher_jv_get(r, "a"), "a"));
     assert_null(usher_jv_str(usher_jv_get(r, "i")));
     assert_int_equal(usher_jv_int(usher_jv_get(r, "s")), 0);
-    assert_int_equal(usher_jv_size(usher_jv_get(r, "s")), 0);
+    assert_int_equal(usher_jobj_size(usher_jv_get(r, "s")), 0);
+    assert_int_equal(usher_jarr_size(r), 0); /* an object is no array (json_array_size) */
+    assert_int_equal(usher_jobj_size(usher_jv_get(r, "a")), 0);
     /* iteration in document order */
     {
         static const char *const keys[] = {"o", "a", "s", "i", "r", "t", "f", "n"};
@@ -122,7 +124,7 @@ static void test_value_types(void **state)
     assert_int_equal(parse(&d, "null", 0, &e), 0);
     assert_true(usher_jv_is_null(usher_jdoc_root(&d)));
     assert_int_equal(parse(&d, "[]", 0, &e), 0);
-    assert_int_equal(usher_jv_size(usher_jdoc_root(&d)), 0);
+    assert_int_equal(usher_jarr_size(usher_jdoc_root(&d)), 0);
     assert_null(usher_jv_first(usher_jdoc_root(&d)));
     usher_jdoc_free(&d);
 }
@@ -189,7 +191,7 @@ static void test_duplicates(void **state)
         n += (size_t)snprintf(big + n, cap - n, "%s\"k%d\":%d", i ? "," : "", i, i);
     big[n++] = '}';
     assert_int_equal(usher_jdoc_parse(&d, big, n, 0, &e), 0);
-    assert_int_equal(usher_jv_size(usher_jdoc_root(&d)), 5000);
+    assert_int_equal(usher_jobj_size(usher_jdoc_root(&d)), 5000);
     assert_int_equal(usher_jv_int(usher_jv_get(usher_jdoc_root(&d), "k4999")), 4999);
     assert_int_equal(usher_jv_int(usher_jv_get(usher_jdoc_root(&d), "k17")), 17);
     n--; /* replace the closing brace */
@@ -262,7 +264,7 @@ static void test_trailing_and_stop_at_end(void **state)
                                       &e),
                      0);
     assert_int_equal(d.end, 6);
-    assert_int_equal(usher_jv_size(usher_jdoc_root(&d)), 2);
+    assert_int_equal(usher_jarr_size(usher_jdoc_root(&d)), 2);
     assert_int_equal(parse(&d, "  42  ", USHER_JDOC_STOP_AT_END, &e), 0);
     assert_int_equal(d.end, 4);
     assert_int_equal(parse(&d, " {} ", 0, &e), 0); /* with the EOF check: the whole input */

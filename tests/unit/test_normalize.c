@@ -1218,6 +1218,17 @@ static void test_raw_json_spans(void **state)
     fx_free(&f);
 }
 
+/* An HDInsight envelope whose records is not an array has no records (as jansson's
+ * json_array_size said): rejected, not silently accepted with no events. */
+static void test_hdinsight_records_not_array(void **state)
+{
+    fx f;
+    (void)state;
+    assert_int_equal(run_inline(&f, "{\"records\":{\"value\":\"x\"}}", NULL), -1);
+    assert_string_equal(f.b.reason, "not_an_event");
+    fx_free(&f);
+}
+
 static void test_batch_release_reuse(void **state)
 {
     fx f;
@@ -1303,6 +1314,7 @@ int main(void)
         cmocka_unit_test(test_guard_limits),
         cmocka_unit_test(test_batch_release_reuse),
         cmocka_unit_test(test_raw_json_spans),
+        cmocka_unit_test(test_hdinsight_records_not_array),
     };
     return cmocka_run_group_tests_name("normalize", tests, NULL, NULL);
 }
