@@ -102,18 +102,42 @@ static inline const usher_jnode *usher_jdoc_root(const usher_jdoc *d)
 
 /* --- Lookups. Every one accepts NULL (and then answers false / NULL / 0), like jansson. --- */
 
-static inline bool usher_jv_is_object(const usher_jnode *v) { return v && v->type == USHER_JOBJECT; }
-static inline bool usher_jv_is_array(const usher_jnode *v) { return v && v->type == USHER_JARRAY; }
-static inline bool usher_jv_is_string(const usher_jnode *v) { return v && v->type == USHER_JSTRING; }
-static inline bool usher_jv_is_integer(const usher_jnode *v) { return v && v->type == USHER_JINTEGER; }
-static inline bool usher_jv_is_real(const usher_jnode *v) { return v && v->type == USHER_JREAL; }
-static inline bool usher_jv_is_true(const usher_jnode *v) { return v && v->type == USHER_JTRUE; }
-static inline bool usher_jv_is_false(const usher_jnode *v) { return v && v->type == USHER_JFALSE; }
+static inline bool usher_jv_is_object(const usher_jnode *v)
+{
+    return v && v->type == USHER_JOBJECT;
+}
+static inline bool usher_jv_is_array(const usher_jnode *v)
+{
+    return v && v->type == USHER_JARRAY;
+}
+static inline bool usher_jv_is_string(const usher_jnode *v)
+{
+    return v && v->type == USHER_JSTRING;
+}
+static inline bool usher_jv_is_integer(const usher_jnode *v)
+{
+    return v && v->type == USHER_JINTEGER;
+}
+static inline bool usher_jv_is_real(const usher_jnode *v)
+{
+    return v && v->type == USHER_JREAL;
+}
+static inline bool usher_jv_is_true(const usher_jnode *v)
+{
+    return v && v->type == USHER_JTRUE;
+}
+static inline bool usher_jv_is_false(const usher_jnode *v)
+{
+    return v && v->type == USHER_JFALSE;
+}
 static inline bool usher_jv_is_boolean(const usher_jnode *v)
 {
     return v && (v->type == USHER_JTRUE || v->type == USHER_JFALSE);
 }
-static inline bool usher_jv_is_null(const usher_jnode *v) { return v && v->type == USHER_JNULL; }
+static inline bool usher_jv_is_null(const usher_jnode *v)
+{
+    return v && v->type == USHER_JNULL;
+}
 
 /* The string's bytes (NUL-terminated), or NULL when v is not a string. */
 static inline const char *usher_jv_str(const usher_jnode *v)

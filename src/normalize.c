@@ -1758,9 +1758,9 @@ static int h_keycloak_admin(norm_ctx *c, const jv *o)
         if (idlen > 0 && (ev->user.id = arena_strndup(c, rp + 6, idlen)) == NULL)
             return -1;
     }
-    if (usher_jv_is_object(repo) && (get_str(c, repo, "representation.", "email", &ev->user.email) ||
-                                 get_str(c, repo, "representation.", "username",
-                                         &ev->user.username)))
+    if (usher_jv_is_object(repo) &&
+        (get_str(c, repo, "representation.", "email", &ev->user.email) ||
+         get_str(c, repo, "representation.", "username", &ev->user.username)))
         return -1;
     if (get_str(c, o, "", "id", &ev->id) || get_str(c, o, "", "realmId", &ev->tenant) ||
         get_time(c, o, "", "time", &ev->occurred_at_ms))

@@ -7,9 +7,9 @@
  * (JSON_DISABLE_EOF_CHECK, USHER_JDOC_STOP_AT_END, as JSON Lines are read). Both must accept or
  * both reject; on rejection the error code (as normalize.c tells them apart) and the byte
  * position must match (jansson's positions do not count the NUL bytes it drops after a number
- * or a literal: usher_jdoc.nul_dropped); on acceptance the trees must be equal (types, string bytes, integers,
- * reals bit for bit), the end position must match, and every node's span must hold its text.
- * Any difference aborts, so libFuzzer keeps the input.
+ * or a literal: usher_jdoc.nul_dropped); on acceptance the trees must be equal (types, string
+ * bytes, integers, reals bit for bit), the end position must match, and every node's span must
+ * hold its text. Any difference aborts, so libFuzzer keeps the input.
  */
 #include <stdint.h>
 #include <stdio.h>
