@@ -1,4 +1,4 @@
-/* event.c — canonical event type names. */
+/* event.c — canonical event type names; the event's raw JSON as a jansson value. */
 #include <string.h>
 
 #include "usher/event.h"
@@ -36,4 +36,12 @@ int usher_event_type_from_name(const char *name, usher_event_type *out)
         }
     }
     return -1;
+}
+
+json_t *usher_event_raw(const usher_event *ev)
+{
+    if (ev == NULL || ev->raw_json == NULL)
+        return NULL;
+    return json_loadb(ev->raw_json, ev->raw_json_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY,
+                      NULL);
 }

@@ -11,7 +11,6 @@
 #include "config.h"
 #include "consumer.h"
 #include "dlq_replay.h"
-#include "json_alloc.h"
 #include "log.h"
 #include "registry.h"
 #include "stats.h"
@@ -142,7 +141,6 @@ int main(int argc, char **argv)
     bool json = false;
     int rc;
 
-    usher_json_alloc_install(); /* before any other jansson call */
     if (argc < 2) {
         fputs(usage_text, stderr);
         return 2;

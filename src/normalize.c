@@ -1,10 +1,11 @@
 /*
  * normalize.c — turns one Kafka record value into canonical events.
  *
- * Flow: size/emptiness checks -> json_guard pre-scan (linear, non-recursive) -> jansson parse
- * (strict: duplicate keys rejected) -> format detection (tests/fixtures/MANIFEST.md rules 0-11)
- * -> one handler per format, which fills usher_event values borrowing strings from the jansson
- * trees (kept alive in the batch) or from a small arena. Pure: no I/O, no globals, no logging.
+ * Flow: size/emptiness checks -> json_guard pre-scan (linear, non-recursive) -> json_doc parse
+ * (strict, jansson's acceptance: duplicate keys rejected) -> format detection
+ * (tests/fixtures/MANIFEST.md rules 0-11) -> one handler per format, which fills usher_event
+ * values borrowing strings from the parsed documents (kept alive in the batch) or from a small
+ * arena. Pure: no I/O, no globals, no logging.
  *
  * Recursion is bounded by constants, never by the input: a value may be unwrapped from a JSON
  * string once, may sit in one REST envelope, and JSON lines are only split at the top.
@@ -20,16 +21,15 @@
 #include <strings.h>
 #include <time.h>
 
-#include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
-#include "json_alloc.h"
+#include "json_doc.h"
 #include "json_guard.h"
 #include "normalize.h"
 
-#define PARSE_FLAGS (JSON_REJECT_DUPLICATES | JSON_DECODE_ANY)
+typedef usher_jnode jv; /* a parsed JSON value */
 #define OCCURRED_UNSET INT64_MIN
 #define EMAIL_MAX 254u
 #define EMAIL_LOCAL_MAX 64u
@@ -48,11 +48,10 @@ typedef struct arena_blk {
 } arena_blk;
 
 typedef struct norm_priv {
-    json_t **roots; /* every parsed tree events may borrow from */
-    size_t nroots, caproots;
-    arena_blk *arena; /* computed strings, and the trees when json_in_arena */
+    usher_jdoc *docs; /* every parsed document events may borrow from */
+    size_t ndocs, capdocs;
+    arena_blk *arena; /* computed strings, decoded nested texts */
     size_t cap_events;
-    bool json_in_arena; /* the parsed trees live in arena: release drops it, no decref */
 } norm_priv;
 
 typedef struct norm_ctx {
@@ -66,7 +65,7 @@ typedef struct norm_ctx {
 typedef struct rec {
     const void *raw;          /* bytes a Logto signature covers; NULL when there are none */
     size_t raw_len;
-    const json_t *env_headers; /* the envelope record's own headers [{key,value}], or NULL */
+    const jv *env_headers; /* the envelope record's own headers [{key,value}], or NULL */
     int top;                  /* the Kafka record itself: meta's headers are its headers */
     int rule0;                /* header-driven detection (MANIFEST rule 0) applies */
     int unwrapped;            /* already unwrapped from a JSON string once */
@@ -89,7 +88,7 @@ enum fmt {
 };
 
 static int do_bytes(norm_ctx *c, const rec *r, const char *buf, size_t len, int allow_lines);
-static int do_value(norm_ctx *c, const rec *r, const json_t *v);
+static int do_value(norm_ctx *c, const rec *r, const jv *v);
 
 /* Returns n bytes of 8-aligned arena memory that lives until usher_batch_release, or NULL. */
 static void *arena_alloc(norm_priv *p, size_t n)
@@ -111,21 +110,6 @@ static void *arena_alloc(norm_priv *p, size_t n)
     mem = b->data + b->used;
     b->used += n;
     return mem;
-}
-
-/* jansson's allocations during usher_normalize (see json_alloc.h). */
-static void *json_arena_alloc(void *arena, size_t n)
-{
-    return arena_alloc(arena, n);
-}
-
-/* True when p lies in one of the batch's arena blocks. */
-static bool json_arena_owns(void *arena, const void *p)
-{
-    for (const arena_blk *b = ((norm_priv *)arena)->arena; b != NULL; b = b->next)
-        if ((const char *)p >= b->data && (const char *)p < b->data + b->cap)
-            return true;
-    return false;
 }
 
 /* Sets the batch's rejection (first one wins) and returns -1. */
@@ -173,44 +157,43 @@ static const char *arena_strndup(norm_ctx *c, const char *s, size_t n)
     return d;
 }
 
-/* Keeps root alive until usher_batch_release; on OOM drops it and rejects. */
-static int keep_root(norm_ctx *c, json_t *root)
+/* A new empty document that lives until usher_batch_release (its index in p->docs), or -1
+ * with a rejection on OOM. Documents are only ever added, so an index stays valid. */
+static long new_doc(norm_ctx *c)
 {
     norm_priv *p = c->p;
 
-    if (p->nroots == p->caproots) {
-        size_t cap = p->caproots ? p->caproots * 2 : 4;
-        json_t **n = realloc(p->roots, cap * sizeof(*n));
-        if (n == NULL) {
-            json_decref(root);
+    if (p->ndocs == p->capdocs) {
+        size_t cap = p->capdocs ? p->capdocs * 2 : 4;
+        usher_jdoc *n = realloc(p->docs, cap * sizeof(*n));
+        if (n == NULL)
             return reject(c, "parse_error", "out of memory");
-        }
-        p->roots = n;
-        p->caproots = cap;
+        p->docs = n;
+        p->capdocs = cap;
     }
-    p->roots[p->nroots++] = root;
-    return 0;
+    usher_jdoc_init(&p->docs[p->ndocs]);
+    return (long)p->ndocs++;
 }
 
 /* ---------------------------------------------------------------------------------------- */
 /* JSON access with type checks (no coercion)                                               */
 
 /* Returns a short name for v's JSON type, for details. */
-static const char *jtype(const json_t *v)
+static const char *jtype(const jv *v)
 {
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
+    switch (v ? (usher_jtype)v->type : USHER_JNULL) {
+    case USHER_JOBJECT:
         return "object";
-    case JSON_ARRAY:
+    case USHER_JARRAY:
         return "array";
-    case JSON_STRING:
+    case USHER_JSTRING:
         return "string";
-    case JSON_INTEGER:
+    case USHER_JINTEGER:
         return "integer";
-    case JSON_REAL:
+    case USHER_JREAL:
         return "number";
-    case JSON_TRUE:
-    case JSON_FALSE:
+    case USHER_JTRUE:
+    case USHER_JFALSE:
         return "boolean";
     default:
         return "null";
@@ -219,76 +202,76 @@ static const char *jtype(const json_t *v)
 
 /* obj[key] as an optional string: *out is NULL when absent, null or ""; -1 (schema_error) when
  * it has another type. obj may be NULL. */
-static int get_str(norm_ctx *c, const json_t *obj, const char *path, const char *key,
+static int get_str(norm_ctx *c, const jv *obj, const char *path, const char *key,
                    const char **out)
 {
-    const json_t *v = obj ? json_object_get(obj, key) : NULL;
+    const jv *v = obj ? usher_jv_get(obj, key) : NULL;
 
     *out = NULL;
-    if (v == NULL || json_is_null(v))
+    if (v == NULL || usher_jv_is_null(v))
         return 0;
-    if (!json_is_string(v))
+    if (!usher_jv_is_string(v))
         return reject(c, "schema_error", "%s%s: expected string, got %s", path, key, jtype(v));
-    if (json_string_length(v) > 0)
-        *out = json_string_value(v);
+    if (usher_jv_strlen(v) > 0)
+        *out = usher_jv_str(v);
     return 0;
 }
 
 /* obj[key] as an optional object (NULL when absent or null); -1 on another type. */
-static int get_obj(norm_ctx *c, const json_t *obj, const char *path, const char *key,
-                   const json_t **out)
+static int get_obj(norm_ctx *c, const jv *obj, const char *path, const char *key,
+                   const jv **out)
 {
-    const json_t *v = obj ? json_object_get(obj, key) : NULL;
+    const jv *v = obj ? usher_jv_get(obj, key) : NULL;
 
     *out = NULL;
-    if (v == NULL || json_is_null(v))
+    if (v == NULL || usher_jv_is_null(v))
         return 0;
-    if (!json_is_object(v))
+    if (!usher_jv_is_object(v))
         return reject(c, "schema_error", "%s%s: expected object, got %s", path, key, jtype(v));
     *out = v;
     return 0;
 }
 
 /* obj[key] as an optional boolean: *out = 1/0, or -1 when absent or null; -1 on another type. */
-static int get_bool(norm_ctx *c, const json_t *obj, const char *path, const char *key, int *out)
+static int get_bool(norm_ctx *c, const jv *obj, const char *path, const char *key, int *out)
 {
-    const json_t *v = obj ? json_object_get(obj, key) : NULL;
+    const jv *v = obj ? usher_jv_get(obj, key) : NULL;
 
     *out = -1;
-    if (v == NULL || json_is_null(v))
+    if (v == NULL || usher_jv_is_null(v))
         return 0;
-    if (!json_is_boolean(v))
+    if (!usher_jv_is_boolean(v))
         return reject(c, "schema_error", "%s%s: expected boolean, got %s", path, key, jtype(v));
-    *out = json_is_true(v) ? 1 : 0;
+    *out = usher_jv_is_true(v) ? 1 : 0;
     return 0;
 }
 
 /* Lenient read for free-form areas (Auth0 `details`): a non-empty string or NULL. */
-static const char *peek_str(const json_t *obj, const char *key)
+static const char *peek_str(const jv *obj, const char *key)
 {
-    const json_t *v = obj ? json_object_get(obj, key) : NULL;
+    const jv *v = obj ? usher_jv_get(obj, key) : NULL;
 
-    if (!json_is_string(v) || json_string_length(v) == 0)
+    if (!usher_jv_is_string(v) || usher_jv_strlen(v) == 0)
         return NULL;
-    return json_string_value(v);
+    return usher_jv_str(v);
 }
 
 /* Lenient read for free-form areas: an object or NULL. */
-static const json_t *peek_obj(const json_t *obj, const char *key)
+static const jv *peek_obj(const jv *obj, const char *key)
 {
-    const json_t *v = obj ? json_object_get(obj, key) : NULL;
+    const jv *v = obj ? usher_jv_get(obj, key) : NULL;
 
-    return json_is_object(v) ? v : NULL;
+    return usher_jv_is_object(v) ? v : NULL;
 }
 
 /* 1 when obj has key (with any value, null included). */
-static int has(const json_t *obj, const char *key)
+static int has(const jv *obj, const char *key)
 {
-    return obj != NULL && json_object_get(obj, key) != NULL;
+    return obj != NULL && usher_jv_get(obj, key) != NULL;
 }
 
 /* 1 when obj[key] is the string lit. */
-static int str_is(const json_t *obj, const char *key, const char *lit)
+static int str_is(const jv *obj, const char *key, const char *lit)
 {
     const char *s = peek_str(obj, key);
 
@@ -315,17 +298,17 @@ static int hdr_kafka(const usher_kafka_meta *m, const char *name, const char **v
 }
 
 /* Finds a header in an envelope's already validated [{key,value}] array (first wins). */
-static int hdr_env(const json_t *arr, const char *name, const char **v, size_t *n)
+static int hdr_env(const jv *arr, const char *name, const char **v, size_t *n)
 {
     size_t i;
-    const json_t *h;
+    const jv *h;
 
-    json_array_foreach(arr, i, h) {
+    usher_jarr_foreach(arr, i, h) {
         const char *k = peek_str(h, "key");
-        const json_t *val = json_object_get(h, "value");
+        const jv *val = usher_jv_get(h, "value");
         if (k != NULL && strcasecmp(k, name) == 0) {
-            *v = json_is_string(val) ? json_string_value(val) : NULL;
-            *n = json_is_string(val) ? json_string_length(val) : 0;
+            *v = usher_jv_is_string(val) ? usher_jv_str(val) : NULL;
+            *n = usher_jv_is_string(val) ? usher_jv_strlen(val) : 0;
             return 1;
         }
     }
@@ -463,19 +446,19 @@ static int parse_iso8601(const char *s, int64_t *ms)
 
 /* obj[key] as an optional time: ISO-8601 string or integer epoch ms. Leaves *ms untouched when
  * absent or null; -1 (schema_error) on another type or an unparsable string. */
-static int get_time(norm_ctx *c, const json_t *obj, const char *path, const char *key,
+static int get_time(norm_ctx *c, const jv *obj, const char *path, const char *key,
                     int64_t *ms)
 {
-    const json_t *v = obj ? json_object_get(obj, key) : NULL;
+    const jv *v = obj ? usher_jv_get(obj, key) : NULL;
 
-    if (v == NULL || json_is_null(v))
+    if (v == NULL || usher_jv_is_null(v))
         return 0;
-    if (json_is_integer(v)) {
-        *ms = (int64_t)json_integer_value(v);
+    if (usher_jv_is_integer(v)) {
+        *ms = (int64_t)usher_jv_int(v);
         return 0;
     }
-    if (json_is_string(v)) {
-        if (parse_iso8601(json_string_value(v), ms) != 0)
+    if (usher_jv_is_string(v)) {
+        if (parse_iso8601(usher_jv_str(v), ms) != 0)
             return reject(c, "schema_error", "%s%s: not an ISO-8601 time", path, key);
         return 0;
     }
@@ -489,7 +472,7 @@ static int get_time(norm_ctx *c, const json_t *obj, const char *path, const char
 /* Appends a zeroed event (type, source, raw, kafka and index set; time unset; email_verified
  * -1) and returns it, or NULL with a rejection on OOM. The pointer is valid until the next
  * new_event call. */
-static usher_event *new_event(norm_ctx *c, const json_t *raw, const char *source,
+static usher_event *new_event(norm_ctx *c, const jv *raw, const char *source,
                               const char *source_type, usher_event_type type)
 {
     usher_batch *b = c->out;
@@ -512,7 +495,7 @@ static usher_event *new_event(norm_ctx *c, const json_t *raw, const char *source
     ev->source_type = source_type;
     ev->occurred_at_ms = OCCURRED_UNSET;
     ev->user.email_verified = -1;
-    ev->raw = raw;
+    ev->raw_json = usher_jv_text(raw, &ev->raw_json_len);
     ev->kafka = c->meta;
     ev->index = (unsigned)b->count;
     b->count++;
@@ -914,38 +897,32 @@ static int logto_verify(norm_ctx *c, const rec *r)
 /* ---------------------------------------------------------------------------------------- */
 /* Parsing                                                                                  */
 
-/* Maps a jansson error to a reason; base is the offset of the parsed slice in its buffer. The
- * detail keeps jansson's text but drops its "near '...'" excerpt (it may quote a secret),
+/* Maps a json_doc error to a reason; base is the offset of the parsed slice in its buffer. The
+ * detail keeps jansson's wording without an excerpt of the input (it may quote a secret),
  * except for duplicate keys where the excerpt is the key name. */
-static int map_parse_error(norm_ctx *c, const json_error_t *e, size_t base)
+static int map_parse_error(norm_ctx *c, const usher_jerror *e, size_t base)
 {
-    char text[JSON_ERROR_TEXT_LENGTH];
-    char *near = NULL;
-    size_t pos = base + (e->position > 0 ? (size_t)e->position : 0);
+    size_t pos = base + e->position;
 
-    snprintf(text, sizeof(text), "%s", e->text);
-    switch (json_error_code(e)) {
-    case json_error_duplicate_key:
-        return reject(c, "duplicate_key", "%s at byte offset %zu", text, pos);
-    case json_error_end_of_input_expected:
+    switch (e->code) {
+    case USHER_JERR_DUPLICATE_KEY:
+        return reject(c, "duplicate_key", "%s at byte offset %zu", e->text, pos);
+    case USHER_JERR_END_OF_INPUT_EXPECTED:
         return reject(c, "trailing_data", "data after the JSON value at byte offset %zu", pos);
-    case json_error_premature_end_of_input:
+    case USHER_JERR_PREMATURE_END:
         return reject(c, "parse_error", "unexpected end of input at byte offset %zu", pos);
-    case json_error_stack_overflow:
+    case USHER_JERR_DEPTH:
         return reject(c, "max_depth_exceeded", "nesting too deep at byte offset %zu", pos);
-    case json_error_invalid_utf8:
+    case USHER_JERR_INVALID_UTF8:
         return reject(c, "invalid_utf8", "invalid UTF-8 at byte offset %zu", pos);
-    case json_error_out_of_memory:
+    case USHER_JERR_OUT_OF_MEMORY:
         return reject(c, "parse_error", "out of memory");
     default:
-        near = strstr(text, " near ");
-        if (near != NULL)
-            *near = '\0';
-        return reject(c, "parse_error", "%s at byte offset %zu", text, pos);
+        return reject(c, "parse_error", "%s at byte offset %zu", e->text, pos);
     }
 }
 
-/* Runs the guard over buf and rejects with its reason; 0 when jansson may parse buf. */
+/* Runs the guard over buf and rejects with its reason; 0 when json_doc may parse buf. */
 static int guard(norm_ctx *c, const char *buf, size_t len)
 {
     usher_json_guard_error ge;
@@ -958,23 +935,40 @@ static int guard(norm_ctx *c, const char *buf, size_t len)
     return 0;
 }
 
-/* Guards and parses one nested JSON text (data_base64, a Keycloak representation) that must
- * be a single document; the tree is kept alive in the batch. */
-static int parse_nested(norm_ctx *c, const char *buf, size_t len, const json_t **out)
+/* Parses buf into a new document of the batch; *out is its root. -1 with *e filled (no
+ * rejection yet) when the text is not accepted, -2 with a rejection on OOM. */
+static int parse_doc(norm_ctx *c, const char *buf, size_t len, unsigned flags, usher_jerror *e,
+                     const jv **out, size_t *end)
 {
-    json_error_t e;
-    json_t *root = NULL;
+    long d = new_doc(c);
+    usher_jdoc *doc = NULL;
+
+    *out = NULL;
+    if (d < 0)
+        return -2;
+    doc = &c->p->docs[d];
+    if (usher_jdoc_parse(doc, buf, len, flags, e) != 0)
+        return -1;
+    *out = usher_jdoc_root(doc);
+    if (end != NULL)
+        *end = doc->end;
+    return 0;
+}
+
+/* Guards and parses one nested JSON text (data_base64, a Keycloak representation) that must
+ * be a single document; the document is kept alive in the batch, and so must buf be. */
+static int parse_nested(norm_ctx *c, const char *buf, size_t len, const jv **out)
+{
+    usher_jerror e;
+    int rc;
 
     *out = NULL;
     if (guard(c, buf, len) != 0)
         return -1;
-    root = json_loadb(buf, len, PARSE_FLAGS, &e);
-    if (root == NULL)
+    rc = parse_doc(c, buf, len, 0, &e, out, NULL);
+    if (rc == -1)
         return map_parse_error(c, &e, 0);
-    if (keep_root(c, root) != 0)
-        return -1;
-    *out = root;
-    return 0;
+    return rc;
 }
 
 /* JSON Lines: newline-separated objects/arrays. Every line is parsed before any is normalized,
@@ -983,15 +977,16 @@ static int parse_nested(norm_ctx *c, const char *buf, size_t len, const json_t *
 static int do_lines(norm_ctx *c, const rec *r, const char *buf, size_t len)
 {
     rec r2 = *r;
-    size_t off = 0, first = c->p->nroots;
+    size_t off = 0, first = c->p->ndocs;
     unsigned line = 0;
     char pfx[40];
 
     r2.rule0 = 0;
     for (;;) {
-        int nl = 0;
-        json_error_t e;
-        json_t *root = NULL;
+        int nl = 0, rc;
+        usher_jerror e;
+        const jv *root = NULL;
+        size_t end = 0;
 
         while (off < len && (buf[off] == ' ' || buf[off] == '\t' || buf[off] == '\r' ||
                              buf[off] == '\n')) {
@@ -1004,21 +999,21 @@ static int do_lines(norm_ctx *c, const rec *r, const char *buf, size_t len)
         if ((line > 0 && !nl) || (buf[off] != '{' && buf[off] != '['))
             return reject(c, "trailing_data", "data after the JSON value at byte offset %zu",
                           off);
-        root = json_loadb(buf + off, len - off, PARSE_FLAGS | JSON_DISABLE_EOF_CHECK, &e);
-        if (root == NULL) {
+        rc = parse_doc(c, buf + off, len - off, USHER_JDOC_STOP_AT_END, &e, &root, &end);
+        if (rc == -2)
+            return -1;
+        if (rc != 0) {
             map_parse_error(c, &e, off);
             snprintf(pfx, sizeof(pfx), "line %u: ", line + 1);
             prefix_detail(c, pfx);
             return -1;
         }
-        if (keep_root(c, root) != 0)
-            return -1;
-        off += (size_t)e.position;
+        off += end;
         line++;
     }
-    /* the roots of this record's lines are c->p->roots[first .. first+line) */
+    /* the documents of this record's lines are c->p->docs[first .. first+line) */
     for (unsigned i = 0; i < line; i++) {
-        if (do_value(c, &r2, c->p->roots[first + i]) != 0) {
+        if (do_value(c, &r2, usher_jdoc_root(&c->p->docs[first + i])) != 0) {
             snprintf(pfx, sizeof(pfx), "line %u: ", i + 1);
             prefix_detail(c, pfx);
             return -1;
@@ -1027,13 +1022,15 @@ static int do_lines(norm_ctx *c, const rec *r, const char *buf, size_t len)
     return 0;
 }
 
-/* Size check, guard, parse and normalize one JSON text. allow_lines: the Kafka value itself,
- * which may be JSON Lines. */
+/* Size check, guard, parse and normalize one JSON text (which must outlive the batch: events
+ * borrow their raw JSON from it). allow_lines: the Kafka value itself, which may be JSON
+ * Lines. */
 static int do_bytes(norm_ctx *c, const rec *r, const char *buf, size_t len, int allow_lines)
 {
-    json_error_t e;
-    json_t *root = NULL;
+    usher_jerror e;
+    const jv *root = NULL;
     size_t i = 0;
+    int rc;
 
     if (len > c->opt->max_value_bytes)
         return reject(c, "message_too_large", "value is %zu bytes (limit %zu)", len,
@@ -1044,14 +1041,14 @@ static int do_bytes(norm_ctx *c, const rec *r, const char *buf, size_t len, int 
         return reject(c, "empty_value", "the value is empty");
     if (guard(c, buf, len) != 0)
         return -1;
-    root = json_loadb(buf, len, PARSE_FLAGS, &e);
-    if (root == NULL) {
-        if (allow_lines && json_error_code(&e) == json_error_end_of_input_expected)
+    rc = parse_doc(c, buf, len, 0, &e, &root, NULL);
+    if (rc == -2)
+        return -1;
+    if (rc != 0) {
+        if (allow_lines && e.code == USHER_JERR_END_OF_INPUT_EXPECTED)
             return do_lines(c, r, buf, len);
         return map_parse_error(c, &e, 0);
     }
-    if (keep_root(c, root) != 0)
-        return -1;
     return do_value(c, r, root);
 }
 
@@ -1060,7 +1057,7 @@ static int do_bytes(norm_ctx *c, const rec *r, const char *buf, size_t len, int 
 
 /* Fills ev->user from an Auth0 user object (user_id, email, email_verified, name, username,
  * phone_number), with type checks. */
-static int fill_auth0_user(norm_ctx *c, usher_event *ev, const json_t *u, const char *path)
+static int fill_auth0_user(norm_ctx *c, usher_event *ev, const jv *u, const char *path)
 {
     if (get_str(c, u, path, "user_id", &ev->user.id) || get_str(c, u, path, "email", &ev->user.email) ||
         get_bool(c, u, path, "email_verified", &ev->user.email_verified) ||
@@ -1073,7 +1070,7 @@ static int fill_auth0_user(norm_ctx *c, usher_event *ev, const json_t *u, const 
 
 /* Fails with missing_user_id unless u.user_id is a non-empty string (schema_error for another
  * type). Never derives an id from the e-mail. */
-static int require_auth0_user_id(norm_ctx *c, const json_t *u, const char *path)
+static int require_auth0_user_id(norm_ctx *c, const jv *u, const char *path)
 {
     const char *id = NULL;
 
@@ -1085,7 +1082,7 @@ static int require_auth0_user_id(norm_ctx *c, const json_t *u, const char *path)
 }
 
 /* A bare Auth0 `event.user` (MANIFEST rule 10): its type comes from hints. */
-static int h_auth0_user(norm_ctx *c, const rec *r, const json_t *u)
+static int h_auth0_user(norm_ctx *c, const rec *r, const jv *u)
 {
     usher_event_type t = USHER_EVENT_UNKNOWN;
     usher_event *ev = NULL;
@@ -1107,17 +1104,17 @@ static int h_auth0_user(norm_ctx *c, const rec *r, const json_t *u)
 
 /* A full Auth0 Action `event` (post-login, post-user-registration, post-change-password). The
  * trigger comes from header hints, else from the shape. */
-static int h_auth0_full(norm_ctx *c, const rec *r, const json_t *o)
+static int h_auth0_full(norm_ctx *c, const rec *r, const jv *o)
 {
-    const json_t *u = json_object_get(o, "user");
-    const json_t *tenant = NULL, *req = NULL, *client = NULL, *geo = NULL, *session = NULL;
-    const json_t *conn = json_object_get(o, "connection");
+    const jv *u = usher_jv_get(o, "user");
+    const jv *tenant = NULL, *req = NULL, *client = NULL, *geo = NULL, *session = NULL;
+    const jv *conn = usher_jv_get(o, "connection");
     usher_event_type t = USHER_EVENT_UNKNOWN;
     const char *trigger = NULL;
     usher_event *ev = NULL;
     int h;
 
-    if (!json_is_object(u))
+    if (!usher_jv_is_object(u))
         return reject(c, "schema_error", "user: expected object, got %s", jtype(u));
     if (get_obj(c, o, "", "tenant", &tenant) || get_obj(c, o, "", "request", &req) ||
         get_obj(c, o, "", "client", &client) || get_obj(c, o, "", "session", &session) ||
@@ -1145,12 +1142,12 @@ static int h_auth0_full(norm_ctx *c, const rec *r, const json_t *o)
         get_str(c, req, "request.", "user_agent", &ev->user_agent) ||
         get_str(c, geo, "request.geoip.", "countryCode", &ev->country))
         return -1;
-    if (json_is_string(conn)) {
-        ev->connection = json_string_length(conn) ? json_string_value(conn) : NULL;
-    } else if (json_is_object(conn)) {
+    if (usher_jv_is_string(conn)) {
+        ev->connection = usher_jv_strlen(conn) ? usher_jv_str(conn) : NULL;
+    } else if (usher_jv_is_object(conn)) {
         if (get_str(c, conn, "connection.", "name", &ev->connection) != 0)
             return -1;
-    } else if (conn != NULL && !json_is_null(conn)) {
+    } else if (conn != NULL && !usher_jv_is_null(conn)) {
         return reject(c, "schema_error", "connection: expected object, got %s", jtype(conn));
     }
     if (ev->type == USHER_EVENT_LOGIN) {
@@ -1194,11 +1191,11 @@ static int pct_decode(norm_ctx *c, const char *s, size_t n, const char **out)
 
 /* Auth0 `sapi`: decides the type from details.request (DELETE/PATCH/POST on /api/v2/users)
  * and takes the subject from the path. Returns T_IGNORE for writes to other resources. */
-static int auth0_sapi(norm_ctx *c, const json_t *log, const char **uid, const char **email)
+static int auth0_sapi(norm_ctx *c, const jv *log, const char **uid, const char **email)
 {
-    const json_t *details = peek_obj(log, "details");
-    const json_t *req = peek_obj(details, "request");
-    const json_t *body = peek_obj(req, "body");
+    const jv *details = peek_obj(log, "details");
+    const jv *req = peek_obj(details, "request");
+    const jv *body = peek_obj(req, "body");
     const char *method = peek_str(req, "method");
     const char *path = peek_str(req, "path");
     static const char users[] = "/api/v2/users";
@@ -1230,10 +1227,10 @@ static int auth0_sapi(norm_ctx *c, const json_t *log, const char **uid, const ch
         if (strcasecmp(method, "DELETE") == 0)
             return USHER_EVENT_USER_DELETED;
         if (strcasecmp(method, "PATCH") == 0 || strcasecmp(method, "PUT") == 0) {
-            const json_t *blocked = json_object_get(body, "blocked");
-            if (json_is_true(blocked))
+            const jv *blocked = usher_jv_get(body, "blocked");
+            if (usher_jv_is_true(blocked))
                 return USHER_EVENT_USER_SUSPENDED;
-            if (json_is_false(blocked))
+            if (usher_jv_is_false(blocked))
                 return USHER_EVENT_USER_UNSUSPENDED;
             return USHER_EVENT_USER_UPDATED;
         }
@@ -1246,13 +1243,13 @@ static int auth0_sapi(norm_ctx *c, const json_t *log, const char **uid, const ch
 
 /* One Auth0 Log Stream record ({log_id, data} or a bare /api/v2/logs entry). Ignorable codes
  * only bump out->ignored; unknown codes become `unknown` events. */
-static int h_auth0_log(norm_ctx *c, const json_t *o)
+static int h_auth0_log(norm_ctx *c, const jv *o)
 {
-    const json_t *data = json_object_get(o, "data");
-    const json_t *log = json_is_object(data) ? data : o;
+    const jv *data = usher_jv_get(o, "data");
+    const jv *log = usher_jv_is_object(data) ? data : o;
     const char *path = log == o ? "" : "data.";
     const char *code = NULL, *uid = NULL, *uname = NULL, *email = NULL, *log_id = NULL;
-    const json_t *details = NULL;
+    const jv *details = NULL;
     usher_event *ev = NULL;
     int t;
 
@@ -1311,11 +1308,11 @@ static int h_auth0_log(norm_ctx *c, const json_t *o)
 /* A Logto webhook (interaction, data or exception event). Verifies the signature first when a
  * key is configured; validates the envelope's field types; keeps user fields even for unknown
  * events (the record is then rejected as unsupported_event by the caller). */
-static int h_logto(norm_ctx *c, const rec *r, const json_t *o)
+static int h_logto(norm_ctx *c, const rec *r, const jv *o)
 {
     const char *hook = NULL, *event = NULL, *ie = NULL, *uid = NULL, *uip = NULL, *ip = NULL;
     const char *ua = NULL, *sid = NULL;
-    const json_t *user = NULL, *data = NULL, *params = NULL, *app = NULL, *u = NULL;
+    const jv *user = NULL, *data = NULL, *params = NULL, *app = NULL, *u = NULL;
     usher_event *ev = NULL;
     int t, susp = -1;
 
@@ -1382,7 +1379,7 @@ typedef struct ce_attrs {
 
 /* Shared tail of structured and binary CloudEvents: maps the type and reads the user from
  * data (Auth0 Event Streams: data.object). */
-static int ce_common(norm_ctx *c, const json_t *raw, const ce_attrs *a, const json_t *data)
+static int ce_common(norm_ctx *c, const jv *raw, const ce_attrs *a, const jv *data)
 {
     int is_auth0 = strncmp(a->source, "urn:auth0:", 10) == 0 &&
                    (a->a0tenant != NULL || a->a0stream != NULL);
@@ -1404,12 +1401,12 @@ static int ce_common(norm_ctx *c, const json_t *raw, const ce_attrs *a, const js
     if (a->time != NULL && parse_iso8601(a->time, &ev->occurred_at_ms) != 0)
         return reject(c, "schema_error", "time: not an RFC 3339 time");
     if (is_auth0) {
-        const json_t *obj = NULL;
+        const jv *obj = NULL;
         if (get_obj(c, data, "data.", "object", &obj) != 0 ||
             fill_auth0_user(c, ev, obj, "data.object.") != 0)
             return -1;
-    } else if (json_is_object(data)) {
-        const json_t *u = peek_obj(data, "user") ? peek_obj(data, "user") : data;
+    } else if (usher_jv_is_object(data)) {
+        const jv *u = peek_obj(data, "user") ? peek_obj(data, "user") : data;
         const char *p = u == data ? "data." : "data.user.";
         const char *ip2 = NULL, *ua2 = NULL;
         if (get_str(c, u, p, "userId", &ev->user.id) != 0)
@@ -1443,10 +1440,11 @@ static int ce_common(norm_ctx *c, const json_t *raw, const ce_attrs *a, const js
     return finish_event(c, ev);
 }
 
-/* Base64 (standard alphabet, padding optional, no whitespace) into a malloc'd buffer. */
-static unsigned char *b64_decode(const char *s, size_t n, size_t *outlen)
+/* Base64 (standard alphabet, padding optional, no whitespace) into the batch's arena (the
+ * decoded text's events borrow from it); NULL when s is not base64 or on OOM. */
+static unsigned char *b64_decode(norm_priv *pv, const char *s, size_t n, size_t *outlen)
 {
-    unsigned char *d = malloc(n / 4 * 3 + 3);
+    unsigned char *d = arena_alloc(pv, n / 4 * 3 + 3);
     unsigned acc = 0;
     int bits = 0;
     size_t j = 0;
@@ -1458,10 +1456,8 @@ static unsigned char *b64_decode(const char *s, size_t n, size_t *outlen)
     for (size_t i = 0; i < n; i++) {
         const char *p = strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
                                s[i]);
-        if (s[i] == '\0' || p == NULL) {
-            free(d);
+        if (s[i] == '\0' || p == NULL)
             return NULL;
-        }
         acc = (acc << 6) | (unsigned)(p - "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/");
         bits += 6;
         if (bits >= 8) {
@@ -1501,13 +1497,13 @@ static int ce_required(norm_ctx *c, const char *const vals[4], const char *const
 
 /* A structured-mode CloudEvent: the four required attributes must be non-empty strings
  * ("missing id, source" otherwise); data_base64 is decoded and parsed when it holds JSON. */
-static int h_ce(norm_ctx *c, const json_t *o)
+static int h_ce(norm_ctx *c, const jv *o)
 {
     static const char *const req[] = {"specversion", "id", "source", "type"};
     const char *vals[4] = {NULL, NULL, NULL, NULL};
     ce_attrs a;
-    const json_t *data = json_object_get(o, "data");
-    const json_t *b64 = json_object_get(o, "data_base64");
+    const jv *data = usher_jv_get(o, "data");
+    const jv *b64 = usher_jv_get(o, "data_base64");
     const char *dct = NULL;
 
     memset(&a, 0, sizeof(a));
@@ -1521,22 +1517,21 @@ static int h_ce(norm_ctx *c, const json_t *o)
         get_str(c, o, "", "a0stream", &a.a0stream) ||
         get_str(c, o, "", "datacontenttype", &dct))
         return -1;
-    if (b64 != NULL && !json_is_null(b64)) {
+    if (b64 != NULL && !usher_jv_is_null(b64)) {
         size_t n = 0;
         unsigned char *bin = NULL;
         int rc;
         if (data != NULL)
             return reject(c, "schema_error", "both data and data_base64");
-        if (!json_is_string(b64))
+        if (!usher_jv_is_string(b64))
             return reject(c, "schema_error", "data_base64: expected string, got %s",
                           jtype(b64));
         data = NULL;
         if (dct == NULL || strstr(dct, "json") != NULL) {
-            bin = b64_decode(json_string_value(b64), json_string_length(b64), &n);
+            bin = b64_decode(c->p, usher_jv_str(b64), usher_jv_strlen(b64), &n);
             if (bin == NULL)
                 return reject(c, "schema_error", "data_base64: not base64");
             rc = parse_nested(c, (const char *)bin, n, &data);
-            free(bin);
             if (rc != 0) {
                 prefix_detail(c, "data_base64: ");
                 return -1;
@@ -1561,7 +1556,7 @@ static int ce_binary_headers(const norm_ctx *c, const rec *r)
 }
 
 /* A binary-mode CloudEvent: attributes from ce_* headers, the value is `data`. */
-static int h_ce_binary(norm_ctx *c, const rec *r, const json_t *data)
+static int h_ce_binary(norm_ctx *c, const rec *r, const jv *data)
 {
     static const char *const names[] = {"ce_specversion", "ce_id",      "ce_source",  "ce_type",
                                         "ce_time",        "ce_subject", "ce_a0tenant", "ce_a0stream"};
@@ -1587,14 +1582,14 @@ static int h_ce_binary(norm_ctx *c, const rec *r, const json_t *data)
 /* Clerk, Keycloak, Supabase                                                                */
 
 /* The element of arr whose "id" equals id, or NULL. */
-static const json_t *find_by_id(const json_t *arr, const char *id)
+static const jv *find_by_id(const jv *arr, const char *id)
 {
     size_t i;
-    const json_t *e;
+    const jv *e;
 
     if (id == NULL)
         return NULL;
-    json_array_foreach(arr, i, e) {
+    usher_jarr_foreach(arr, i, e) {
         if (str_is(e, "id", id))
             return e;
     }
@@ -1603,18 +1598,18 @@ static const json_t *find_by_id(const json_t *arr, const char *id)
 
 /* Fills ev->user from a Clerk user object: primary e-mail (by primary_email_address_id) and
  * its verification, primary phone, username and "first last" name. */
-static int clerk_user(norm_ctx *c, usher_event *ev, const json_t *u, const char *p)
+static int clerk_user(norm_ctx *c, usher_event *ev, const jv *u, const char *p)
 {
     const char *pe = NULL, *pp = NULL, *first = NULL, *last = NULL;
-    const json_t *em = NULL, *ph = NULL;
+    const jv *em = NULL, *ph = NULL;
 
     if (get_str(c, u, p, "primary_email_address_id", &pe) ||
         get_str(c, u, p, "primary_phone_number_id", &pp) ||
         get_str(c, u, p, "username", &ev->user.username) ||
         get_str(c, u, p, "first_name", &first) || get_str(c, u, p, "last_name", &last))
         return -1;
-    em = find_by_id(json_object_get(u, "email_addresses"), pe);
-    ph = find_by_id(json_object_get(u, "phone_numbers"), pp);
+    em = find_by_id(usher_jv_get(u, "email_addresses"), pe);
+    ph = find_by_id(usher_jv_get(u, "phone_numbers"), pp);
     if (em != NULL) {
         const char *st = peek_str(peek_obj(em, "verification"), "status");
         if (get_str(c, em, "data.email_addresses[].", "email_address", &ev->user.email) != 0)
@@ -1638,10 +1633,10 @@ static int clerk_user(norm_ctx *c, usher_event *ev, const json_t *u, const char 
 }
 
 /* A Clerk (Svix) webhook event. The event id is the svix-id header when there is one. */
-static int h_clerk(norm_ctx *c, const rec *r, const json_t *o)
+static int h_clerk(norm_ctx *c, const rec *r, const jv *o)
 {
     const char *type = NULL, *sv = NULL;
-    const json_t *data = NULL, *attrs = NULL, *http = NULL;
+    const jv *data = NULL, *attrs = NULL, *http = NULL;
     usher_event *ev = NULL;
     size_t n = 0;
     int t;
@@ -1663,7 +1658,7 @@ static int h_clerk(norm_ctx *c, const rec *r, const json_t *o)
     if (ev == NULL)
         return -1;
     if (strncmp(type, "session.", 8) == 0) {
-        const json_t *u = NULL;
+        const jv *u = NULL;
         if (get_str(c, data, "data.", "user_id", &ev->user.id) ||
             get_obj(c, data, "data.", "user", &u) || (u && clerk_user(c, ev, u, "data.user.")))
             return -1;
@@ -1682,10 +1677,10 @@ static int h_clerk(norm_ctx *c, const rec *r, const json_t *o)
 }
 
 /* A Keycloak user event (EventRepresentation). */
-static int h_keycloak(norm_ctx *c, const json_t *o)
+static int h_keycloak(norm_ctx *c, const jv *o)
 {
     const char *type = NULL;
-    const json_t *details = NULL;
+    const jv *details = NULL;
     usher_event *ev = NULL;
     int t;
 
@@ -1713,11 +1708,11 @@ static int h_keycloak(norm_ctx *c, const json_t *o)
 
 /* A Keycloak admin event (AdminEventRepresentation) on a USER resource; the subject comes from
  * resourcePath users/{id}; the JSON-string representation is parsed (guarded) for e-mail. */
-static int h_keycloak_admin(norm_ctx *c, const json_t *o)
+static int h_keycloak_admin(norm_ctx *c, const jv *o)
 {
     const char *op = NULL, *rt = NULL, *rp = NULL, *sub = NULL;
-    const json_t *rep = json_object_get(o, "representation");
-    const json_t *repo = NULL;
+    const jv *rep = usher_jv_get(o, "representation");
+    const jv *repo = NULL;
     usher_event *ev = NULL;
     int t = USHER_EVENT_UNKNOWN;
     size_t idlen;
@@ -1746,12 +1741,12 @@ static int h_keycloak_admin(norm_ctx *c, const json_t *o)
         c->out->ignored++;
         return 0;
     }
-    if (json_is_string(rep)) {
-        if (parse_nested(c, json_string_value(rep), json_string_length(rep), &repo) != 0) {
+    if (usher_jv_is_string(rep)) {
+        if (parse_nested(c, usher_jv_str(rep), usher_jv_strlen(rep), &repo) != 0) {
             prefix_detail(c, "representation: ");
             return -1;
         }
-    } else if (json_is_object(rep)) {
+    } else if (usher_jv_is_object(rep)) {
         repo = rep;
     }
     ev = new_event(c, o, "keycloak_admin", op, (usher_event_type)t);
@@ -1763,9 +1758,9 @@ static int h_keycloak_admin(norm_ctx *c, const json_t *o)
         if (idlen > 0 && (ev->user.id = arena_strndup(c, rp + 6, idlen)) == NULL)
             return -1;
     }
-    if (json_is_object(repo) && (get_str(c, repo, "representation.", "email", &ev->user.email) ||
-                                 get_str(c, repo, "representation.", "username",
-                                         &ev->user.username)))
+    if (usher_jv_is_object(repo) &&
+        (get_str(c, repo, "representation.", "email", &ev->user.email) ||
+         get_str(c, repo, "representation.", "username", &ev->user.username)))
         return -1;
     if (get_str(c, o, "", "id", &ev->id) || get_str(c, o, "", "realmId", &ev->tenant) ||
         get_time(c, o, "", "time", &ev->occurred_at_ms))
@@ -1774,7 +1769,7 @@ static int h_keycloak_admin(norm_ctx *c, const json_t *o)
 }
 
 /* Fills ev->user from a Supabase auth.users-shaped object. */
-static int supabase_user(norm_ctx *c, usher_event *ev, const json_t *u, const char *p)
+static int supabase_user(norm_ctx *c, usher_event *ev, const jv *u, const char *p)
 {
     const char *confirmed = NULL;
     int verified = -1;
@@ -1783,8 +1778,8 @@ static int supabase_user(norm_ctx *c, usher_event *ev, const json_t *u, const ch
         get_str(c, u, p, "phone", &ev->user.phone) ||
         get_str(c, u, p, "email_confirmed_at", &confirmed))
         return -1;
-    verified = json_is_boolean(json_object_get(peek_obj(u, "user_metadata"), "email_verified"))
-                   ? json_is_true(json_object_get(peek_obj(u, "user_metadata"), "email_verified"))
+    verified = usher_jv_is_boolean(usher_jv_get(peek_obj(u, "user_metadata"), "email_verified"))
+                   ? usher_jv_is_true(usher_jv_get(peek_obj(u, "user_metadata"), "email_verified"))
                    : -1;
     ev->user.email_verified = confirmed != NULL ? 1 : verified;
     return 0;
@@ -1792,9 +1787,9 @@ static int supabase_user(norm_ctx *c, usher_event *ev, const json_t *u, const ch
 
 /* Supabase: the Send Email auth hook, or a Database Webhook on auth.users. The OTP token in
  * email_data is never read. */
-static int h_supabase(norm_ctx *c, const rec *r, const json_t *o)
+static int h_supabase(norm_ctx *c, const rec *r, const jv *o)
 {
-    const json_t *user = NULL, *ed = NULL, *rec_o = NULL;
+    const jv *user = NULL, *ed = NULL, *rec_o = NULL;
     const char *action = NULL, *type = NULL, *table = NULL, *schema = NULL, *wid = NULL;
     usher_event *ev = NULL;
     size_t n = 0;
@@ -1855,19 +1850,19 @@ static int h_supabase(norm_ctx *c, const rec *r, const json_t *o)
 
 /* Validates an envelope record's headers: absent/null, or an array of {key: string,
  * value: string|null}. */
-static int check_env_headers(norm_ctx *c, const json_t *h, const char *label)
+static int check_env_headers(norm_ctx *c, const jv *h, const char *label)
 {
     size_t i;
-    const json_t *e;
+    const jv *e;
 
-    if (h == NULL || json_is_null(h))
+    if (h == NULL || usher_jv_is_null(h))
         return 0;
-    if (!json_is_array(h))
+    if (!usher_jv_is_array(h))
         return reject(c, "schema_error", "%sheaders: expected array, got %s", label, jtype(h));
-    json_array_foreach(h, i, e) {
-        const json_t *v = json_object_get(e, "value");
-        if (!json_is_string(json_object_get(e, "key")) ||
-            (v != NULL && !json_is_null(v) && !json_is_string(v)))
+    usher_jarr_foreach(h, i, e) {
+        const jv *v = usher_jv_get(e, "value");
+        if (!usher_jv_is_string(usher_jv_get(e, "key")) ||
+            (v != NULL && !usher_jv_is_null(v) && !usher_jv_is_string(v)))
             return reject(c, "schema_error",
                           "%sheaders[%zu]: expected {key: string, value: string}", label, i);
     }
@@ -1876,10 +1871,10 @@ static int check_env_headers(norm_ctx *c, const json_t *h, const char *label)
 
 /* One record of a REST envelope (Upstash element, HDInsight records[i]): its value (a JSON
  * string, an object or an array) is normalized with the record's headers as hints. */
-static int envelope_record(norm_ctx *c, const rec *r, const json_t *er, const char *label)
+static int envelope_record(norm_ctx *c, const rec *r, const jv *er, const char *label)
 {
-    const json_t *val = json_object_get(er, "value");
-    const json_t *h = json_object_get(er, "headers");
+    const jv *val = usher_jv_get(er, "value");
+    const jv *h = usher_jv_get(er, "headers");
     rec r2;
     char pfx[48];
     int rc;
@@ -1887,18 +1882,18 @@ static int envelope_record(norm_ctx *c, const rec *r, const json_t *er, const ch
     if (check_env_headers(c, h, label) != 0)
         return -1;
     memset(&r2, 0, sizeof(r2));
-    r2.env_headers = json_is_array(h) ? h : NULL;
+    r2.env_headers = usher_jv_is_array(h) ? h : NULL;
     r2.rule0 = 1;
     r2.in_envelope = 1;
     (void)r;
     if (val == NULL)
         return reject(c, "not_an_event", "%shas no value", label);
     snprintf(pfx, sizeof(pfx), "%svalue: ", label);
-    if (json_is_string(val)) {
-        r2.raw = json_string_value(val);
-        r2.raw_len = json_string_length(val);
-        rc = do_bytes(c, &r2, json_string_value(val), json_string_length(val), 0);
-    } else if (json_is_object(val) || json_is_array(val)) {
+    if (usher_jv_is_string(val)) {
+        r2.raw = usher_jv_str(val);
+        r2.raw_len = usher_jv_strlen(val);
+        rc = do_bytes(c, &r2, usher_jv_str(val), usher_jv_strlen(val), 0);
+    } else if (usher_jv_is_object(val) || usher_jv_is_array(val)) {
         rc = do_value(c, &r2, val);
     } else {
         return reject(c, "not_an_event", "%svalue is %s, not an event", label, jtype(val));
@@ -1909,18 +1904,18 @@ static int envelope_record(norm_ctx *c, const rec *r, const json_t *er, const ch
 }
 
 /* Azure HDInsight Kafka REST proxy v1 body: {records: [{key?, partition?, value}]}. */
-static int h_hdinsight(norm_ctx *c, const rec *r, const json_t *o)
+static int h_hdinsight(norm_ctx *c, const rec *r, const jv *o)
 {
-    const json_t *recs = json_object_get(o, "records");
-    const json_t *e;
+    const jv *recs = usher_jv_get(o, "records");
+    const jv *e;
     size_t i;
     char label[40];
 
-    if (json_array_size(recs) == 0)
+    if (usher_jarr_size(recs) == 0)
         return reject(c, "not_an_event", "records is empty");
-    json_array_foreach(recs, i, e) {
+    usher_jarr_foreach(recs, i, e) {
         snprintf(label, sizeof(label), "records[%zu].", i);
-        if (!json_is_object(e))
+        if (!usher_jv_is_object(e))
             return reject(c, "schema_error", "records[%zu]: expected object, got %s", i,
                           jtype(e));
         if (envelope_record(c, r, e, label) != 0)
@@ -1933,16 +1928,16 @@ static int h_hdinsight(norm_ctx *c, const rec *r, const json_t *o)
 /* Detection                                                                                */
 
 /* 1 when every key of o is in the NULL-terminated list. */
-static int keys_within(const json_t *o, const char *const *allowed)
+static int keys_within(const jv *o, const char *const *allowed)
 {
-    const char *k;
-    const json_t *v;
+    const jv *k, *v;
+    size_t i;
 
-    json_object_foreach((json_t *)o, k, v) {
+    usher_jobj_foreach(o, i, k, v) {
         int ok = 0;
         (void)v;
         for (const char *const *a = allowed; *a != NULL; a++) {
-            if (strcmp(k, *a) == 0) {
+            if (strcmp(k->v.s, *a) == 0) {
                 ok = 1;
                 break;
             }
@@ -1966,12 +1961,12 @@ static int upper_snake(const char *s)
 }
 
 /* 1 when o is one Auth0 log record: {log_id, data{type}} or a bare /api/v2/logs entry. */
-static int is_auth0_log(const json_t *o)
+static int is_auth0_log(const jv *o)
 {
-    const json_t *d = json_object_get(o, "data");
+    const jv *d = usher_jv_get(o, "data");
 
     return has(o, "log_id") &&
-           ((json_is_object(d) && has(d, "type")) || (has(o, "type") && has(o, "date")));
+           ((usher_jv_is_object(d) && has(d, "type")) || (has(o, "type") && has(o, "date")));
 }
 
 static const char *const upstash_rec_keys[] = {"value", "key",   "partition", "timestamp",
@@ -1981,9 +1976,9 @@ static const char *const upstash_resp_keys[] = {"topic", "partition", "offset", 
 
 /* Classifies an object by MANIFEST rules 2-10 (rule 0 is handled by the caller). Returns
  * F_NONE when nothing matches and rejects ambiguous_format when several of rules 2-7 do. */
-static int detect(norm_ctx *c, const json_t *o, enum fmt *out)
+static int detect(norm_ctx *c, const jv *o, enum fmt *out)
 {
-    const json_t *ed = json_object_get(o, "email_data");
+    const jv *ed = usher_jv_get(o, "email_data");
     const char *type = peek_str(o, "type");
     static const char *const names[] = {"CloudEvents", "Logto", "Auth0 log", "Clerk",
                                         "Supabase", "Keycloak"};
@@ -1993,9 +1988,9 @@ static int detect(norm_ctx *c, const json_t *o, enum fmt *out)
 
     m[0] = has(o, "specversion");
     m[1] = has(o, "hookId") && has(o, "event");
-    m[2] = is_auth0_log(o) || json_is_array(json_object_get(o, "logs"));
+    m[2] = is_auth0_log(o) || usher_jv_is_array(usher_jv_get(o, "logs"));
     m[3] = str_is(o, "object", "event") && has(o, "type") && has(o, "data");
-    m[4] = (json_is_object(json_object_get(o, "user")) && json_is_object(ed) &&
+    m[4] = (usher_jv_is_object(usher_jv_get(o, "user")) && usher_jv_is_object(ed) &&
             has(ed, "email_action_type")) ||
            (type != NULL &&
             (!strcmp(type, "INSERT") || !strcmp(type, "UPDATE") || !strcmp(type, "DELETE")) &&
@@ -2027,14 +2022,14 @@ static int detect(norm_ctx *c, const json_t *o, enum fmt *out)
         *out = F_UPSTASH;
         return 0;
     }
-    if (json_object_size(o) > 0 && keys_within(o, upstash_resp_keys) &&
+    if (usher_jobj_size(o) > 0 && keys_within(o, upstash_resp_keys) &&
         (has(o, "offset") || has(o, "partition"))) {
         *out = F_UPSTASH_RESP;
         return 0;
     }
-    if (json_is_object(json_object_get(o, "user")) &&
-        json_is_object(json_object_get(o, "tenant")) &&
-        has(json_object_get(o, "tenant"), "id") && has(o, "connection")) {
+    if (usher_jv_is_object(usher_jv_get(o, "user")) &&
+        usher_jv_is_object(usher_jv_get(o, "tenant")) &&
+        has(usher_jv_get(o, "tenant"), "id") && has(o, "connection")) {
         *out = F_A0FULL;
         return 0;
     }
@@ -2072,7 +2067,7 @@ static enum fmt forced_format(const norm_ctx *c, const rec *r)
 }
 
 /* Normalizes one JSON object of a known or detected format. */
-static int do_object(norm_ctx *c, const rec *r, const json_t *o, enum fmt forced)
+static int do_object(norm_ctx *c, const rec *r, const jv *o, enum fmt forced)
 {
     enum fmt f = forced;
 
@@ -2086,13 +2081,13 @@ static int do_object(norm_ctx *c, const rec *r, const json_t *o, enum fmt forced
     case F_LOGTO:
         return h_logto(c, r, o);
     case F_A0LOG: {
-        const json_t *logs = json_object_get(o, "logs");
-        const json_t *e;
+        const jv *logs = usher_jv_get(o, "logs");
+        const jv *e;
         size_t i;
         char pfx[32];
         if (is_auth0_log(o))
             return h_auth0_log(c, o);
-        json_array_foreach(logs, i, e) {
+        usher_jarr_foreach(logs, i, e) {
             snprintf(pfx, sizeof(pfx), "logs[%zu]: ", i);
             if (!is_auth0_log(e)) {
                 reject(c, "schema_error", "not an Auth0 log record");
@@ -2128,9 +2123,9 @@ static int do_object(norm_ctx *c, const rec *r, const json_t *o, enum fmt forced
 }
 
 /* Kind of one array element, for homogeneous arrays. */
-static enum fmt array_elem_kind(const json_t *e)
+static enum fmt array_elem_kind(const jv *e)
 {
-    if (!json_is_object(e))
+    if (!usher_jv_is_object(e))
         return F_NONE;
     if (is_auth0_log(e))
         return F_A0LOG;
@@ -2138,34 +2133,34 @@ static enum fmt array_elem_kind(const json_t *e)
         return F_CE;
     if (has(e, "value") && keys_within(e, upstash_rec_keys))
         return F_UPSTASH;
-    if (json_object_size(e) > 0 && keys_within(e, upstash_resp_keys))
+    if (usher_jobj_size(e) > 0 && keys_within(e, upstash_resp_keys))
         return F_UPSTASH_RESP;
     return F_NONE;
 }
 
 /* A top-level (or envelope) array: Auth0 JSONARRAY, a CloudEvents batch, or Upstash records.
  * All elements must be of the first element's kind; events keep array order. */
-static int do_array(norm_ctx *c, const rec *r, const json_t *a, enum fmt forced)
+static int do_array(norm_ctx *c, const rec *r, const jv *a, enum fmt forced)
 {
     enum fmt kind;
-    const json_t *e;
+    const jv *e;
     size_t i;
     char pfx[32];
 
-    if (json_array_size(a) == 0)
+    if (usher_jarr_size(a) == 0)
         return reject(c, "not_an_event", "an empty array");
     if (forced != F_NONE && forced != F_CE)
         return reject(c, "schema_error", "expected a JSON object, got array");
-    kind = forced == F_CE ? F_CE : array_elem_kind(json_array_get(a, 0));
+    kind = forced == F_CE ? F_CE : array_elem_kind(usher_jv_at(a, 0));
     if (kind == F_NONE)
         return reject(c, "unrecognized_format", "an array of unrecognized elements");
     if (r->in_envelope && (kind == F_UPSTASH || kind == F_UPSTASH_RESP))
         return reject(c, "unrecognized_format", "a REST envelope inside a REST envelope");
-    json_array_foreach(a, i, e) {
+    usher_jarr_foreach(a, i, e) {
         enum fmt k = array_elem_kind(e);
         int rc;
         snprintf(pfx, sizeof(pfx), "[%zu] ", i);
-        if (k != kind && !(kind == F_CE && json_is_object(e))) {
+        if (k != kind && !(kind == F_CE && usher_jv_is_object(e))) {
             reject(c, "schema_error", "element differs from element 0");
             prefix_detail(c, pfx);
             return -1;
@@ -2188,23 +2183,23 @@ static int do_array(norm_ctx *c, const rec *r, const json_t *a, enum fmt forced)
 
 /* Normalizes one parsed JSON value: rule 0 (CloudEvents binary mode), null, one unwrap of a
  * JSON string, then objects and arrays. */
-static int do_value(norm_ctx *c, const rec *r, const json_t *v)
+static int do_value(norm_ctx *c, const rec *r, const jv *v)
 {
     if (r->rule0 && ce_binary_headers(c, r))
         return h_ce_binary(c, r, v);
-    switch (json_typeof(v)) {
-    case JSON_NULL:
+    switch ((usher_jtype)v->type) {
+    case USHER_JNULL:
         return reject(c, "null_value", "the value is JSON null");
-    case JSON_STRING: {
+    case USHER_JSTRING: {
         rec r2 = *r;
         if (r->unwrapped)
             return reject(c, "schema_error", "a JSON string inside a JSON string");
         r2.unwrapped = 1;
-        return do_bytes(c, &r2, json_string_value(v), json_string_length(v), 0);
+        return do_bytes(c, &r2, usher_jv_str(v), usher_jv_strlen(v), 0);
     }
-    case JSON_OBJECT:
+    case USHER_JOBJECT:
         return do_object(c, r, v, r->rule0 ? forced_format(c, r) : F_NONE);
-    case JSON_ARRAY:
+    case USHER_JARRAY:
         return do_array(c, r, v, r->rule0 ? forced_format(c, r) : F_NONE);
     default:
         return reject(c, "unrecognized_format", "a top-level JSON %s", jtype(v));
@@ -2245,10 +2240,6 @@ int usher_normalize(const usher_norm_options *opt, const usher_kafka_meta *meta,
         return -1;
     }
     out->priv = c.p;
-    if (usher_json_alloc_installed()) {
-        c.p->json_in_arena = true;
-        usher_json_arena_set(c.p, json_arena_alloc, json_arena_owns);
-    }
     if (value == NULL || len == 0) {
         reject(&c, "empty_value", value == NULL ? "tombstone (null value)" : "the value is empty");
         goto out;
@@ -2273,7 +2264,6 @@ int usher_normalize(const usher_norm_options *opt, const usher_kafka_meta *meta,
     }
     rc = 0;
 out:
-    usher_json_arena_set(NULL, NULL, NULL);
     if (rc != 0 && out->reason == NULL)
         reject(&c, "parse_error", "rejected");
     return rc;
@@ -2287,9 +2277,9 @@ void usher_batch_release(usher_batch *b)
         return;
     p = b->priv;
     if (p != NULL) {
-        for (size_t i = 0; !p->json_in_arena && i < p->nroots; i++)
-            json_decref(p->roots[i]);
-        free(p->roots);
+        for (size_t i = 0; i < p->ndocs; i++)
+            usher_jdoc_free(&p->docs[i]);
+        free(p->docs);
         while (p->arena != NULL) {
             arena_blk *n = p->arena->next;
             free(p->arena);

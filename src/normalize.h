@@ -49,13 +49,13 @@ typedef struct usher_batch {
      * unrecognized_format, ambiguous_format, unsupported_event, bad_signature, not_an_event. */
     const char *reason;
     char detail[256];    /* human-readable detail for a rejection, never contains secrets */
-    void *priv;          /* owned storage (JSON roots, strings); freed by usher_batch_release */
+    void *priv;          /* owned storage (parsed documents, strings); usher_batch_release frees it */
 } usher_batch;
 
 /*
  * Normalizes one record value. meta gives the topic and headers (hints, CloudEvents binary
  * attributes, signatures) and is copied into every event's `kafka` pointer, so it must outlive
- * the batch. Returns 0 when accepted (out->count may be 0 if everything was ignorable) or -1
+ * the batch; so must value, which events' raw_json points into. Returns 0 when accepted (out->count may be 0 if everything was ignorable) or -1
  * when rejected (out->reason set; events may still hold what was recognized, for diagnostics).
  * Either way the caller must call usher_batch_release(out).
  */

@@ -89,10 +89,21 @@ typedef struct usher_event {
     const char *ip;
     const char *user_agent;
     const char *country;
-    const json_t *raw;               /* the event's own JSON object (borrowed) */
+    /* The event's own JSON text (borrowed, not NUL-terminated): the bytes of its object in the
+     * record value (an Auth0 log batch's element, say), or in the decoded text when the event
+     * came from a nested one (a JSON string value, CloudEvents data_base64). usher_event_raw
+     * parses it. */
+    const char *raw_json;
+    size_t raw_json_len;
     const usher_kafka_meta *kafka;   /* the record's coordinates (borrowed) */
     unsigned index;                  /* position of this event within its record, from 0 */
 } usher_event;
+
+/* Parses ev->raw_json with jansson (JSON_REJECT_DUPLICATES | JSON_DECODE_ANY: a CloudEvent in
+ * binary mode may carry any JSON value) and returns a new reference the
+ * caller must json_decref, or NULL on failure. No caching: safe to call from handlers of the
+ * same event running on different threads at once. */
+json_t *usher_event_raw(const usher_event *ev);
 
 #ifdef __cplusplus
 }
