@@ -12,6 +12,7 @@
  */
 #include <ctype.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -48,11 +49,106 @@ typedef struct arena_blk {
 } arena_blk;
 
 typedef struct norm_priv {
-    usher_jdoc *docs; /* every parsed document events may borrow from */
+    struct norm_priv *next; /* in the thread's cache of released storage */
+    usher_jdoc *docs;       /* every parsed document events may borrow from */
     size_t ndocs, capdocs;
-    arena_blk *arena; /* computed strings, decoded nested texts */
+    size_t ninit;           /* docs[0..ninit) are initialized (and may hold memory to reuse) */
+    arena_blk *arena;       /* computed strings, decoded nested texts */
+    usher_event *events;    /* the batch's events */
     size_t cap_events;
 } norm_priv;
+
+/* The first arena block of a record; later ones are ARENA_BLOCK or the size asked for. */
+#define ARENA_FIRST 2048u
+#define ARENA_BLOCK 16384u
+/* Released storage kept per thread for the next records (a worker normalizes up to a few
+ * hundred records at a time): its documents, first arena block and event array are reused,
+ * which saves several mallocs and frees per record. Freed when the thread exits. */
+#define PRIV_CACHE_MAX 64
+#define PRIV_KEEP_BYTES 65536u /* a document that held a bigger value is not kept */
+#define PRIV_KEEP_NODES 4096u
+
+static _Thread_local norm_priv *priv_cache;
+static _Thread_local size_t priv_cached;
+static pthread_key_t priv_key;
+static pthread_once_t priv_key_once = PTHREAD_ONCE_INIT;
+
+static void priv_free(norm_priv *p)
+{
+    for (size_t i = 0; i < p->ninit; i++)
+        usher_jdoc_free(&p->docs[i]);
+    free(p->docs);
+    while (p->arena != NULL) {
+        arena_blk *n = p->arena->next;
+        free(p->arena);
+        p->arena = n;
+    }
+    free(p->events);
+    free(p);
+}
+
+/* pthread key destructor: frees the exiting thread's cache. */
+static void priv_cache_drain(void *unused)
+{
+    (void)unused;
+    while (priv_cache != NULL) {
+        norm_priv *p = priv_cache;
+        priv_cache = p->next;
+        priv_free(p);
+    }
+    priv_cached = 0;
+}
+
+static void priv_key_make(void)
+{
+    (void)pthread_key_create(&priv_key, priv_cache_drain);
+}
+
+/* Storage for one record: from the thread's cache, else new. NULL when out of memory. */
+static norm_priv *priv_get(void)
+{
+    norm_priv *p = priv_cache;
+
+    if (p == NULL)
+        return calloc(1, sizeof(*p));
+    priv_cache = p->next;
+    priv_cached--;
+    p->next = NULL;
+    return p;
+}
+
+/* Takes back a record's storage: emptied and cached, or freed when the cache is full. */
+static void priv_put(norm_priv *p)
+{
+    arena_blk *keep = NULL;
+
+    bool big = priv_cached >= PRIV_CACHE_MAX || p->cap_events > 256;
+    for (size_t i = 0; i < p->ninit && !big; i++)
+        big = p->docs[i].bufcap > PRIV_KEEP_BYTES || p->docs[i].cap > PRIV_KEEP_NODES;
+    if (big) {
+        priv_free(p); /* the cache keeps only what ordinary records need */
+        return;
+    }
+    while (p->arena != NULL) {
+        arena_blk *n = p->arena->next;
+        if (p->arena->cap == ARENA_FIRST && keep == NULL)
+            keep = p->arena;
+        else
+            free(p->arena);
+        p->arena = n;
+    }
+    if (keep != NULL) {
+        keep->next = NULL;
+        keep->used = 0;
+    }
+    p->arena = keep;
+    p->ndocs = 0;
+    pthread_once(&priv_key_once, priv_key_make);
+    pthread_setspecific(priv_key, p); /* any non-NULL value: makes the destructor run */
+    p->next = priv_cache;
+    priv_cache = p;
+    priv_cached++;
+}
 
 typedef struct norm_ctx {
     const usher_norm_options *opt;
@@ -98,7 +194,7 @@ static void *arena_alloc(norm_priv *p, size_t n)
 
     n = (n + 7u) & ~(size_t)7u;
     if (b == NULL || b->cap - b->used < n) {
-        size_t cap = n > 16384u ? n : 16384u;
+        size_t cap = b == NULL && n <= ARENA_FIRST ? ARENA_FIRST : n > ARENA_BLOCK ? n : ARENA_BLOCK;
         b = malloc(sizeof(*b) + cap);
         if (b == NULL)
             return NULL;
@@ -171,8 +267,11 @@ static long new_doc(norm_ctx *c)
         p->docs = n;
         p->capdocs = cap;
     }
-    usher_jdoc_init(&p->docs[p->ndocs]);
-    return (long)p->ndocs++;
+    if (p->ndocs == p->ninit) {
+        usher_jdoc_init(&p->docs[p->ndocs]);
+        p->ninit++;
+    }
+    return (long)p->ndocs++; /* a reused document is replaced by its next parse */
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -480,14 +579,15 @@ static usher_event *new_event(norm_ctx *c, const jv *raw, const char *source,
 
     if (b->count == c->p->cap_events) {
         size_t cap = c->p->cap_events ? c->p->cap_events * 2 : 4;
-        usher_event *n = realloc(b->events, cap * sizeof(*n));
+        usher_event *n = realloc(c->p->events, cap * sizeof(*n));
         if (n == NULL) {
             reject(c, "parse_error", "out of memory");
             return NULL;
         }
-        b->events = n;
+        c->p->events = n;
         c->p->cap_events = cap;
     }
+    b->events = c->p->events;
     ev = &b->events[b->count];
     memset(ev, 0, sizeof(*ev));
     ev->type = type;
@@ -2234,7 +2334,7 @@ int usher_normalize(const usher_norm_options *opt, const usher_kafka_meta *meta,
     c.opt = opt;
     c.meta = meta;
     c.out = out;
-    c.p = calloc(1, sizeof(*c.p));
+    c.p = priv_get();
     if (c.p == NULL) {
         reject(&c, "parse_error", "out of memory");
         return -1;
@@ -2276,17 +2376,7 @@ void usher_batch_release(usher_batch *b)
     if (b == NULL)
         return;
     p = b->priv;
-    if (p != NULL) {
-        for (size_t i = 0; i < p->ndocs; i++)
-            usher_jdoc_free(&p->docs[i]);
-        free(p->docs);
-        while (p->arena != NULL) {
-            arena_blk *n = p->arena->next;
-            free(p->arena);
-            p->arena = n;
-        }
-        free(p);
-    }
-    free(b->events);
+    if (p != NULL)
+        priv_put(p); /* b->events is p's */
     memset(b, 0, sizeof(*b));
 }

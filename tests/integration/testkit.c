@@ -883,11 +883,13 @@ struct offsets_row {
 };
 
 /* Reads committed and log-end offsets of every partition of topic. Returns the partition
- * count, or -1 (errstr set) on a broker error. committed is -1 when the group has none. */
-static int read_offsets(rd_kafka_t *rk, const char *group, const char *topic,
-                        struct offsets_row *rows, char *errstr, size_t errsz) {
-    (void)group;
-    int n = topic_partitions(rk, topic, 5000);
+ * count, or -1 (errstr set) on a broker error. committed is -1 when the group has none.
+ * With known > 0 (the partition count of an earlier call on the same rows) and ends false, only
+ * the committed offsets are read and rows keep their low and end: one request instead of one
+ * per partition plus metadata, so a tight poll loop does not load the broker it measures. */
+static int read_offsets_cached(rd_kafka_t *rk, const char *topic, struct offsets_row *rows,
+                               int known, bool ends, char *errstr, size_t errsz) {
+    int n = known > 0 ? known : topic_partitions(rk, topic, 5000);
     if (n < 0) {
         snprintf(errstr, errsz, "topic %s not found in metadata", topic);
         return -1;
@@ -910,6 +912,8 @@ static int read_offsets(rd_kafka_t *rk, const char *group, const char *topic,
         }
         rows[p].partition = tp->partition;
         rows[p].committed = tp->offset >= 0 ? tp->offset : -1;
+        if (known > 0 && !ends)
+            continue;
         err = rd_kafka_query_watermark_offsets(rk, topic, tp->partition, &rows[p].low,
                                                &rows[p].end, 10000);
         if (err) {
@@ -920,6 +924,12 @@ static int read_offsets(rd_kafka_t *rk, const char *group, const char *topic,
     }
     rd_kafka_topic_partition_list_destroy(parts);
     return n;
+}
+
+static int read_offsets(rd_kafka_t *rk, const char *group, const char *topic,
+                        struct offsets_row *rows, char *errstr, size_t errsz) {
+    (void)group;
+    return read_offsets_cached(rk, topic, rows, 0, true, errstr, errsz);
 }
 
 /* Lag of one partition: records at or after the committed position (from the log start if
@@ -970,8 +980,22 @@ static int cmd_wait_offsets(const struct opts *o) {
     int64_t start = now_ms(), deadline = start + (int64_t)(o->timeout_s * 1000);
     int64_t next_report = start + 10000;
     int n = -1;
+    int64_t ends_at = 0; /* when the log ends were last read */
     for (;;) {
-        n = read_offsets(rk, o->group, o->topic, rows, errstr, sizeof(errstr));
+        /* The log ends are read again once a second, and whenever the group looks done:
+         * "done" is only ever reported against ends read in the same poll. */
+        bool ends = n <= 0 || now_ms() - ends_at >= 1000;
+        n = read_offsets_cached(rk, o->topic, rows, n, ends, errstr, sizeof(errstr));
+        if (n > 0 && ends)
+            ends_at = now_ms();
+        if (n > 0 && !ends) {
+            int64_t lag = 0;
+            for (int p = 0; p < n; p++) lag += row_lag(&rows[p]);
+            if (lag == 0) {
+                n = read_offsets_cached(rk, o->topic, rows, n, true, errstr, sizeof(errstr));
+                ends_at = now_ms();
+            }
+        }
         if (n > 0) {
             int64_t lag = 0;
             for (int p = 0; p < n; p++) lag += row_lag(&rows[p]);
