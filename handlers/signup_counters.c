@@ -159,6 +159,8 @@ typedef struct rec {
 
 /* A "<type>:<day>" of the batch and how many events have it. */
 typedef struct group {
+    usher_event_type type;
+    int64_t day;       /* days since the epoch (UTC) */
     char td[48];
     size_t n, first;
     char count[24];
@@ -237,15 +239,21 @@ static void handle_batch(usher_ctx *ctx, const usher_event *const *events, size_
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
-        char day[11], td[48];
+        int64_t ms = events[i]->occurred_at_ms >= 0 ? events[i]->occurred_at_ms : 0;
+        int64_t dayn = ms / 86400000;
         size_t g = 0;
         ev_rec[i] = rec_of(recs, &nr, fences, &nf, trims, &nt, prefix, events[i]->kafka);
-        utc_day(events[i]->occurred_at_ms, day);
-        snprintf(td, sizeof(td), "%s:%s", usher_event_type_name(events[i]->type), day);
-        while (g < ng && strcmp(groups[g].td, td) != 0)
+        while (g < ng && !(groups[g].day == dayn && groups[g].type == events[i]->type))
             g++;
-        if (g == ng)
-            snprintf(groups[ng++].td, sizeof(groups[0].td), "%s", td);
+        if (g == ng) {
+            char day[11];
+            utc_day(ms, day);
+            groups[g].type = events[i]->type;
+            groups[g].day = dayn;
+            snprintf(groups[g].td, sizeof(groups[g].td), "%s:%s",
+                     usher_event_type_name(events[i]->type), day);
+            ng++;
+        }
         groups[g].n++;
         ev_group[i] = g;
     }
