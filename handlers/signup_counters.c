@@ -222,7 +222,9 @@ static void handle_batch(usher_ctx *ctx, const usher_event *const *events, size_
         usher_set_reason(ctx, "redis_unavailable");
         goto out;
     }
-    cap = 6 + 2 * n + 1 + 4 * n + 2 * n + 2 * n;
+    /* EVALSHA sha numkeys, nf + nt <= 2n keys, 3 scalars, per fence 1 + 4 per record, per
+     * group 2, per event 2: at most 6 + 2n + n + 4n + 2n + 2n */
+    cap = 6 + 11 * n;
     fences = calloc(n, sizeof(*fences));
     trims = calloc(n, sizeof(*trims));
     recs = calloc(n, sizeof(*recs));

@@ -592,11 +592,11 @@ int usher_run(const usher_config *cfg, usher_registry *reg)
         usher_err("cannot start the fetch nudge thread");
         goto out;
     }
+    workers_started = 1; /* also on failure: the workers that did start must be joined */
     if (usher_workers_start(&app, (size_t)cfg->workers, errstr, sizeof(errstr)) != 0) {
         usher_err("%s", errstr);
         goto out;
     }
-    workers_started = 1;
     c.reporter = usher_reporter_start(cfg, &app.redis);
     topics = rd_kafka_topic_partition_list_new((int)cfg->topic_count);
     for (size_t i = 0; i < cfg->topic_count; i++)
@@ -634,6 +634,8 @@ int usher_run(const usher_config *cfg, usher_registry *reg)
 
 out:
     atomic_store(&app.quit, true);
+    usher_nudge_stop(c.nudge); /* the loop is over: nothing to wake; keep the close quiet */
+    c.nudge = NULL;
     if (c.rk != NULL) {
         /* Revokes everything through on_rebalance (commits again if anything moved). */
         err = rd_kafka_consumer_close(c.rk);
@@ -642,7 +644,6 @@ out:
     }
     if (c.reporter != NULL)
         usher_reporter_stop(c.reporter, NULL, 0);
-    usher_nudge_stop(c.nudge);
     if (workers_started)
         usher_workers_join(&app);
     if (app.dlq != NULL)

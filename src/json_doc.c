@@ -817,6 +817,20 @@ void usher_jdoc_free(usher_jdoc *d)
     memset(d, 0, sizeof(*d));
 }
 
+void usher_jdoc_trim(usher_jdoc *d)
+{
+    free(d->frames);
+    d->frames = NULL;
+    d->framecap = 0;
+    if (d->count > 0 && d->cap > d->count) {
+        usher_jnode *n = realloc(d->nodes, d->count * sizeof(*n));
+        if (n != NULL) {
+            d->nodes = n;
+            d->cap = d->count;
+        }
+    }
+}
+
 int usher_jdoc_parse(usher_jdoc *d, const void *input, size_t len, unsigned flags,
                      usher_jerror *err)
 {

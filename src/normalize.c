@@ -67,6 +67,7 @@ typedef struct norm_priv {
 #define PRIV_CACHE_MAX 64
 #define PRIV_KEEP_BYTES 65536u /* a document that held a bigger value is not kept */
 #define PRIV_KEEP_NODES 4096u
+#define PRIV_KEEP_DOCS 4u
 
 static _Thread_local norm_priv *priv_cache;
 static _Thread_local size_t priv_cached;
@@ -128,6 +129,15 @@ static void priv_put(norm_priv *p)
     if (big) {
         priv_free(p); /* the cache keeps only what ordinary records need */
         return;
+    }
+    while (p->ninit > PRIV_KEEP_DOCS) /* a record of many JSON lines: keep a few documents */
+        usher_jdoc_free(&p->docs[--p->ninit]);
+    if (p->capdocs > PRIV_KEEP_DOCS) {
+        usher_jdoc *d = realloc(p->docs, PRIV_KEEP_DOCS * sizeof(*d));
+        if (d != NULL) {
+            p->docs = d;
+            p->capdocs = PRIV_KEEP_DOCS;
+        }
     }
     while (p->arena != NULL) {
         arena_blk *n = p->arena->next;
@@ -1074,6 +1084,35 @@ static int parse_nested(norm_ctx *c, const char *buf, size_t len, const jv **out
 /* JSON Lines: newline-separated objects/arrays. Every line is parsed before any is normalized,
  * so a bad line rejects the record without half-built events. Two documents on one line, or
  * anything but a container after a newline, is trailing_data. */
+/* The length of the container starting at s[0] ('{' or '['): up to its matching close,
+ * strings and escapes skipped; n when it does not close within n bytes. Each line's parse then
+ * copies only its own value (the parser copies its whole input), so a record of many lines
+ * costs linear, not quadratic, memory; for a value that is well formed up to its close, the
+ * parse of this prefix is the parse of the whole rest, errors included. */
+static size_t container_extent(const char *s, size_t n)
+{
+    size_t depth = 0;
+    bool in_string = false;
+
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (in_string) {
+            if (ch == '\\')
+                i++;
+            else if (ch == '"')
+                in_string = false;
+            continue;
+        }
+        if (ch == '"')
+            in_string = true;
+        else if (ch == '{' || ch == '[')
+            depth++;
+        else if ((ch == '}' || ch == ']') && --depth == 0)
+            return i + 1;
+    }
+    return n;
+}
+
 static int do_lines(norm_ctx *c, const rec *r, const char *buf, size_t len)
 {
     rec r2 = *r;
@@ -1099,7 +1138,11 @@ static int do_lines(norm_ctx *c, const rec *r, const char *buf, size_t len)
         if ((line > 0 && !nl) || (buf[off] != '{' && buf[off] != '['))
             return reject(c, "trailing_data", "data after the JSON value at byte offset %zu",
                           off);
-        rc = parse_doc(c, buf + off, len - off, USHER_JDOC_STOP_AT_END, &e, &root, &end);
+        if (line >= c->opt->max_members)
+            return reject(c, "too_many_members", "more than %zu JSON lines in one record",
+                          c->opt->max_members);
+        rc = parse_doc(c, buf + off, container_extent(buf + off, len - off),
+                       USHER_JDOC_STOP_AT_END, &e, &root, &end);
         if (rc == -2)
             return -1;
         if (rc != 0) {
@@ -1108,6 +1151,7 @@ static int do_lines(norm_ctx *c, const rec *r, const char *buf, size_t len)
             prefix_detail(c, pfx);
             return -1;
         }
+        usher_jdoc_trim(&c->p->docs[c->p->ndocs - 1]); /* many lines: keep only the values */
         off += end;
         line++;
     }

@@ -26,7 +26,7 @@ static bool nap(usher_nudge *n, int ms)
 {
     struct timespec ts;
 
-    clock_gettime(CLOCK_REALTIME, &ts);
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* cond uses CLOCK_MONOTONIC (usher_nudge_start) */
     ts.tv_nsec += (long)ms * 1000000L;
     if (ts.tv_nsec >= 1000000000L) {
         ts.tv_sec++;
@@ -71,13 +71,18 @@ static void *nudge_main(void *arg)
 usher_nudge *usher_nudge_start(rd_kafka_t *rk)
 {
     usher_nudge *n = calloc(1, sizeof(*n));
+    pthread_condattr_t ca;
 
     if (n == NULL)
         return NULL;
     n->rk = rk;
+
     atomic_init(&n->wanted, false);
     pthread_mutex_init(&n->lock, NULL);
-    pthread_cond_init(&n->cond, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* naps survive wall-clock steps */
+    pthread_cond_init(&n->cond, &ca);
+    pthread_condattr_destroy(&ca);
     if (pthread_create(&n->thread, NULL, nudge_main, n) != 0) {
         pthread_mutex_destroy(&n->lock);
         pthread_cond_destroy(&n->cond);
