@@ -222,9 +222,6 @@ static void handle_batch(usher_ctx *ctx, const usher_event *const *events, size_
         usher_set_reason(ctx, "redis_unavailable");
         goto out;
     }
-    /* EVALSHA sha numkeys, nf + nt <= 2n keys, 3 scalars, per fence 1 + 4 per record, per
-     * group 2, per event 2: at most 6 + 2n + n + 4n + 2n + 2n */
-    cap = 6 + 11 * n;
     fences = calloc(n, sizeof(*fences));
     trims = calloc(n, sizeof(*trims));
     recs = calloc(n, sizeof(*recs));
@@ -233,10 +230,7 @@ static void handle_batch(usher_ctx *ctx, const usher_event *const *events, size_
     ev_group = calloc(n, sizeof(*ev_group));
     order = calloc(n, sizeof(*order));
     by_fence = calloc(n, sizeof(*by_fence));
-    argv = calloc(cap, sizeof(*argv));
-    lens = calloc(cap, sizeof(*lens));
-    if (!fences || !trims || !recs || !groups || !ev_rec || !ev_group || !order || !by_fence ||
-        !argv || !lens) {
+    if (!fences || !trims || !recs || !groups || !ev_rec || !ev_group || !order || !by_fence) {
         usher_set_reason(ctx, "out_of_memory");
         goto out;
     }
@@ -284,6 +278,15 @@ static void handle_batch(usher_ctx *ctx, const usher_event *const *events, size_
     for (size_t i = 0; i < n; i++)
         order[groups[ev_group[i]].first++] = i;
 
+    /* EVALSHA sha numkeys, the keys, 3 scalars, per fence its count and 4 per record, per
+     * group 2, per event 2 */
+    cap = 3 + nf + nt + 3 + nf + 4 * nr + 2 * ng + 2 * n;
+    argv = calloc(cap, sizeof(*argv));
+    lens = calloc(cap, sizeof(*lens));
+    if (argv == NULL || lens == NULL) {
+        usher_set_reason(ctx, "out_of_memory");
+        goto out;
+    }
     snprintf(nkeys, sizeof(nkeys), "%zu", nf + nt);
     snprintf(nfences, sizeof(nfences), "%zu", nf);
     snprintf(ttl, sizeof(ttl), "%ld", FENCE_TTL_S);
@@ -318,6 +321,10 @@ static void handle_batch(usher_ctx *ctx, const usher_event *const *events, size_
     }
     for (size_t i = 2; i < argc; i++)
         lens[i] = strlen(argv[i]);
+    if (argc != cap) { /* cannot happen: the count above is the layout below */
+        usher_set_reason(ctx, "internal_error");
+        goto out;
+    }
     r = run_script(c, state, (int)argc, argv, lens);
     if (r == NULL || c->err) {
         usher_set_reason(ctx, "redis_io");

@@ -1151,6 +1151,28 @@ static void test_guard_limits(void **state)
     assert_int_equal(run_inline(&f, "{\"user_id\":\"auth0|d\",\"a\":[1,2,3,4]}", &o), -1);
     assert_string_equal(f.b.reason, "too_many_members");
     fx_free(&f);
+    /* JSON Lines count as members too: three lines pass, a fourth is one too many */
+    assert_int_equal(run_inline(&f, "{\"user_id\":\"auth0|d\"}\n{\"user_id\":\"auth0|e\"}\n"
+                                    "{\"user_id\":\"auth0|f\"}\n", &o), 0);
+    assert_int_equal(f.b.count, 3);
+    fx_free(&f);
+    assert_int_equal(run_inline(&f, "{\"user_id\":\"auth0|d\"}\n{\"user_id\":\"auth0|e\"}\n"
+                                    "{\"user_id\":\"auth0|f\"}\n{\"user_id\":\"auth0|g\"}", &o), -1);
+    assert_string_equal(f.b.reason, "too_many_members");
+    assert_non_null(strstr(f.b.detail, "JSON lines"));
+    fx_free(&f);
+    /* a line's value may span lines, and braces or quotes inside strings do not end it */
+    assert_int_equal(run_inline(&f, "{\n \"user_id\": \"auth0|d}]\\\"}\"\n}\n"
+                                    "{\"user_id\":\"auth0|e\"}", NULL), 0);
+    assert_int_equal(f.b.count, 2);
+    assert_string_equal(f.b.events[0].user.id, "auth0|d}]\"}");
+    assert_string_equal(f.b.events[1].user.id, "auth0|e");
+    fx_free(&f);
+    /* an unclosed last line is still a parse error at its own offset */
+    assert_int_equal(run_inline(&f, "{\"user_id\":\"auth0|d\"}\n{\"user_id\":", NULL), -1);
+    assert_string_equal(f.b.reason, "parse_error");
+    assert_non_null(strstr(f.b.detail, "line 2"));
+    fx_free(&f);
     /* overlong, surrogate and FF bytes are each invalid UTF-8 */
     assert_int_equal(run_inline(&f, "{\"user_id\":\"\xc0\xaf\"}", NULL), -1);
     assert_string_equal(f.b.reason, "invalid_utf8");
