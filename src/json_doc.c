@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "json_doc.h"
+#include "json_guard.h"
 
 #define HIDDEN_TYPE 0xFFu
 #define DUP_LINEAR_MAX 16u /* objects with more members get a hash table for duplicates */
@@ -93,43 +94,10 @@ __attribute__((format(printf, 4, 5))) static void set_err(parser *p, usher_jerr 
     va_end(ap);
 }
 
-/* Length (1..4) of the well-formed UTF-8 sequence at s (n bytes available), 0 if ill-formed. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0], lo = 0x80, hi = 0xBF;
-    size_t need;
-
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF) {
-        need = 1;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        need = 2;
-        if (c == 0xE0)
-            lo = 0xA0;
-        else if (c == 0xED)
-            hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        need = 3;
-        if (c == 0xF0)
-            lo = 0x90;
-        else if (c == 0xF4)
-            hi = 0x8F;
-    } else {
-        return 0;
-    }
-    if (n < need + 1 || s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t k = 2; k <= need; k++)
-        if (s[k] < 0x80 || s[k] > 0xBF)
-            return 0;
-    return need + 1;
-}
-
 /* jansson reads the byte at i (a look-ahead): an ill-formed UTF-8 sequence there is an error. */
 static void read_at(parser *p, size_t i)
 {
-    if (i < p->len && p->b[i] >= 0x80 && utf8_len(p->b + i, p->len - i) == 0)
+    if (i < p->len && p->b[i] >= 0x80 && usher_utf8_seq_len(p->b + i, p->len - i) == 0)
         set_err(p, USHER_JERR_INVALID_UTF8, i, "unable to decode byte 0x%x", p->b[i]);
 }
 
@@ -225,7 +193,7 @@ static void lex_string(parser *p)
             return;
         }
         if (c >= 0x80) {
-            size_t n = utf8_len(b + r, p->len - r);
+            size_t n = usher_utf8_seq_len(b + r, p->len - r);
             if (n == 0) {
                 set_err(p, USHER_JERR_INVALID_UTF8, r, "unable to decode byte 0x%x", c);
                 return;
@@ -487,7 +455,7 @@ static void lex(parser *p)
     }
     p->tok = TOK_INVALID;
     if (c >= 0x80) {
-        size_t n = utf8_len(b + p->pos, p->len - p->pos);
+        size_t n = usher_utf8_seq_len(b + p->pos, p->len - p->pos);
         if (n == 0) {
             set_err(p, USHER_JERR_INVALID_UTF8, p->pos, "unable to decode byte 0x%x", c);
             return;

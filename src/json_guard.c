@@ -6,10 +6,7 @@
 
 #include "json_guard.h"
 
-/* Returns the length (1..4) of the well-formed UTF-8 sequence starting at s[0] (n > 0 bytes
- * available), or 0 when it is ill-formed per Unicode table 3-7: no overlong forms, no UTF-16
- * surrogates (ED A0..BF), nothing above U+10FFFF, no C0/C1/F5..FF lead bytes. */
-static size_t utf8_seq_len(const unsigned char *s, size_t n)
+size_t usher_utf8_seq_len(const unsigned char *s, size_t n)
 {
     unsigned char c = s[0];
     unsigned char lo = 0x80, hi = 0xBF;
@@ -51,7 +48,7 @@ size_t usher_utf8_valid_prefix(const void *buf, size_t len)
     size_t i = 0;
 
     while (i < len) {
-        size_t k = utf8_seq_len(s + i, len - i);
+        size_t k = usher_utf8_seq_len(s + i, len - i);
         if (k == 0)
             break;
         i += k;
@@ -118,7 +115,7 @@ int usher_json_guard(const void *buf, size_t len, unsigned max_depth, size_t max
         c = s[i];
 
         if (c >= 0x80) {
-            size_t k = utf8_seq_len(s + i, len - i);
+            size_t k = usher_utf8_seq_len(s + i, len - i);
             if (k == 0) {
                 guard_fail(err, "invalid_utf8", i, "invalid UTF-8");
                 goto out;

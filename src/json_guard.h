@@ -23,12 +23,17 @@ typedef struct usher_json_guard_error {
  * parse them, or -1 with *err filled when they hold: invalid UTF-8 (overlong forms, surrogates,
  * code points above U+10FFFF, stray continuation bytes, FE/FF), a raw control character inside
  * a string, a \u0000 escape, nesting deeper than max_depth, or an object/array with more than
- * max_members members. It does not check the grammar: that is jansson's job.
+ * max_members members. It does not check the grammar: that is the JSON reader's job (json_doc.h).
  */
 int usher_json_guard(const void *buf, size_t len, unsigned max_depth, size_t max_members,
                      usher_json_guard_error *err);
 
 /* Returns the length of the longest valid UTF-8 prefix of buf (== len when all of it is). */
 size_t usher_utf8_valid_prefix(const void *buf, size_t len);
+
+/* The length (1..4) of the well-formed UTF-8 sequence starting at s[0] (n > 0 bytes
+ * available), or 0 when it is ill-formed per Unicode table 3-7: no overlong forms, no UTF-16
+ * surrogates (ED A0..BF), nothing above U+10FFFF, no C0/C1/F5..FF lead bytes. */
+size_t usher_utf8_seq_len(const unsigned char *s, size_t n);
 
 #endif /* USHER_JSON_GUARD_H */
