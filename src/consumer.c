@@ -22,8 +22,8 @@
 #include <jansson.h>
 
 #include "consumer.h"
-#include "nudge.h"
 #include "log.h"
+#include "nudge.h"
 #include "pipeline.h"
 #include "report.h"
 
