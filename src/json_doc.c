@@ -287,6 +287,24 @@ static bool isdig(unsigned char c)
     return c >= '0' && c <= '9';
 }
 
+/* The one or more digits a fraction or an exponent needs, from `from`: true with *i past
+ * them; false, with the error position where a digit is missing, when there are none. */
+static bool digits(parser *p, size_t *i, size_t from)
+{
+    const unsigned char *b = p->b;
+    size_t k = from;
+
+    if (k >= p->len || !isdig(b[k])) {
+        read_at(p, k);
+        p->pos = k;
+        return false;
+    }
+    while (k < p->len && isdig(b[k]))
+        k++;
+    *i = k;
+    return true;
+}
+
 /* Lexes the number starting at p->pos ('-' or a digit) with jansson's grammar and limits. */
 static void lex_number(parser *p)
 {
@@ -336,28 +354,11 @@ static void lex_number(parser *p)
         p->tok = TOK_INTEGER;
         return;
     }
-    if (b[i] == '.') {
-        i++;
-        if (i >= len || !isdig(b[i])) {
-            read_at(p, i);
-            p->pos = i;
-            return;
-        }
-        while (i < len && isdig(b[i]))
-            i++;
-    }
-    if (i < len && (b[i] == 'e' || b[i] == 'E')) {
-        i++;
-        if (i < len && (b[i] == '+' || b[i] == '-'))
-            i++;
-        if (i >= len || !isdig(b[i])) {
-            read_at(p, i);
-            p->pos = i;
-            return;
-        }
-        while (i < len && isdig(b[i]))
-            i++;
-    }
+    if (b[i] == '.' && !digits(p, &i, i + 1))
+        return;
+    if (i < len && (b[i] == 'e' || b[i] == 'E') &&
+        !digits(p, &i, i + 1 + (i + 1 < len && (b[i + 1] == '+' || b[i + 1] == '-'))))
+        return;
     read_at(p, i);
     p->pos = i;
     {
