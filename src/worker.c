@@ -639,84 +639,23 @@ static void fan_out(usher_worker *w, usher_call *calls, size_t n)
     }
 }
 
-/* The results of the batch handlers in one attempt at a record, applied with the per-event
- * ones in handler order. */
-typedef struct batch_results {
-    usher_ctx *ctx;       /* per handler: its call's context (reason, Retry-After) */
-    usher_result *res;    /* per (event, handler) */
-    unsigned char *made;  /* per (event, handler): 1 if the call covered it */
-} batch_results;
+static void batch_pass(usher_worker *w, record *recs, size_t n);
 
-static void batch_results_free(batch_results *br)
-{
-    free(br->ctx);
-    free(br->res);
-    free(br->made);
-}
-
-/* Calls each batch handler once with all the events of r it still owes: a record's events
- * reach a batch handler together, in one call, also when they are retried. Returns -1 when
- * out of memory (the pairs stay unfinished and are retried after a backoff). */
-static int attempt_batch(usher_worker *w, record *r, batch_results *br)
-{
-    const usher_registry *reg = w->app->reg;
-    size_t ne = r->batch.count, nh = reg->count;
-    const usher_event **evs = NULL;
-    usher_result *res = NULL;
-    size_t *at = NULL;
-    int rc = -1;
-
-    br->ctx = calloc(nh, sizeof(*br->ctx));
-    br->res = calloc(ne * nh + 1, sizeof(*br->res));
-    br->made = calloc(ne * nh + 1, 1);
-    evs = malloc((ne + 1) * sizeof(*evs));
-    res = malloc((ne + 1) * sizeof(*res));
-    at = malloc((ne + 1) * sizeof(*at));
-    if (br->ctx == NULL || br->res == NULL || br->made == NULL || evs == NULL || res == NULL ||
-        at == NULL)
-        goto out;
-    for (size_t h = 0; h < nh; h++) {
-        const usher_bound_handler *b = &reg->items[h];
-        size_t n = 0;
-        if (b->h->handle_batch == NULL)
-            continue;
-        for (size_t e = 0; e < ne; e++) {
-            if (r->done[e * nh + h] || !usher_bound_wants(b, r->batch.events[e].type))
-                continue;
-            evs[n] = &r->batch.events[e];
-            at[n++] = e;
-        }
-        if (n == 0)
-            continue;
-        br->ctx[h] = (usher_ctx){ .conn = &w->conn, .b = b };
-        b->h->handle_batch(&br->ctx[h], evs, n, res, b->state);
-        for (size_t k = 0; k < n; k++) {
-            br->res[at[k] * nh + h] = res[k];
-            br->made[at[k] * nh + h] = 1;
-        }
-    }
-    rc = 0;
-out:
-    free(evs);
-    free(res);
-    free(at);
-    return rc;
-}
-
-/* Makes one attempt at every unfinished (event, handler) pair of r, except batch handlers
- * when skip_batch is set (the batch pass already made this attempt for them). The handlers of
- * one event run concurrently; events run one after another, so ordering holds per handler.
- * Results apply in handler order, as apply() expects. */
+/* Makes one attempt at every unfinished (event, handler) pair of r. Batch handlers go first,
+ * through the batch pass (so a record's events reach them together, retries included), unless
+ * skip_batch says the batch pass already made this attempt for them; then the per-event
+ * handlers of each event run concurrently, and events one after another, so ordering holds
+ * per handler. */
 static void attempt(usher_worker *w, record *r, bool skip_batch)
 {
     const usher_registry *reg = w->app->reg;
     usher_call *calls = w->calls;
-    batch_results br = { 0 };
-    bool have_batch = !skip_batch && attempt_batch(w, r, &br) == 0;
 
+    if (!skip_batch)
+        batch_pass(w, r, 1);
     for (size_t e = 0; e < r->batch.count; e++) {
         const usher_event *ev = &r->batch.events[e];
-        size_t n = 0, k = 0;
+        size_t n = 0;
         for (size_t h = 0; h < reg->count; h++) {
             const usher_bound_handler *b = &reg->items[h];
             if (r->done[e * reg->count + h] || !usher_bound_wants(b, ev->type) ||
@@ -725,16 +664,9 @@ static void attempt(usher_worker *w, record *r, bool skip_batch)
             calls[n++] = (usher_call){ .ctx = { .b = b }, .ev = ev, .h = h };
         }
         fan_out(w, calls, n);
-        for (size_t h = 0; h < reg->count; h++) {
-            if (k < n && calls[k].h == h) {
-                apply(w, r, e, h, calls[k].res, &calls[k].ctx);
-                k++;
-            } else if (have_batch && br.made[e * reg->count + h]) {
-                apply(w, r, e, h, br.res[e * reg->count + h], &br.ctx[h]);
-            }
-        }
+        for (size_t k = 0; k < n; k++) /* in handler order, as apply() expects */
+            apply(w, r, e, calls[k].h, calls[k].res, &calls[k].ctx);
     }
-    batch_results_free(&br);
 }
 
 /* The first handler that still has an event of r to finish, or -1 when r is complete. */
@@ -920,7 +852,7 @@ static void batch_pass(usher_worker *w, record *recs, size_t n)
     usher_result *res = malloc(total * sizeof(*res));
     size_t *at = malloc(total * 2 * sizeof(*at));
     if (evs == NULL || res == NULL || at == NULL)
-        goto out; /* each record then tries its batch handlers on its own */
+        goto out; /* the pairs stay unfinished: retried after a backoff */
     for (size_t h = 0; h < reg->count; h++) {
         const usher_bound_handler *b = &reg->items[h];
         usher_ctx ctx = { .conn = &w->conn, .b = b };
