@@ -28,6 +28,8 @@ from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
+from sinklib import write_atomic
+
 HUBSPOT_UPSERT_SUFFIX = "/crm/v3/objects/contacts/batch/upsert"
 MODE_KEYS = {"status", "retry_after", "delay_ms", "drop", "count", "fail_ratio", "seed", "paths",
              "body", "content_type"}
@@ -36,14 +38,6 @@ REASONS = {code: msg for code, (msg, _) in BaseHTTPRequestHandler.responses.item
 MAX_HEAD = 64 * 1024      # request line + headers larger than this: 431, connection closed
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
-
-
-def write_atomic(path, data):
-    """Guarantee: PATH either does not exist or holds all of DATA (tmp file + rename)."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def is_slack_path(path):

@@ -34,6 +34,8 @@ from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from sinklib import write_atomic
+
 log = logging.getLogger("smtp_sink")
 
 MODE_KEYS = {"tempfail_count", "tempfail_seconds", "reject_rcpt", "delay_ms", "delay_on",
@@ -64,19 +66,6 @@ SIMPLE_ANGLE_ADDR = re.compile(
 
 CODE_AUTH_OK = "235 2.7.0 Authentication successful"
 CODE_AUTH_BAD = "535 5.7.8 Authentication credentials invalid"
-
-
-def write_atomic(path, data):
-    """Guarantee: PATH either does not exist or holds all of DATA (tmp file + rename)."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def parse_address(arg):
