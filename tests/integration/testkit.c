@@ -939,13 +939,18 @@ static int64_t row_lag(const struct offsets_row *r) {
     return r->end > pos ? r->end - pos : 0;
 }
 
-static int64_t print_rows(FILE *out, const struct offsets_row *rows, int n) {
+/* Lag of all n partitions. */
+static int64_t total_lag(const struct offsets_row *rows, int n) {
     int64_t lag = 0;
-    for (int p = 0; p < n; p++) {
+    for (int p = 0; p < n; p++) lag += row_lag(&rows[p]);
+    return lag;
+}
+
+static int64_t print_rows(FILE *out, const struct offsets_row *rows, int n) {
+    for (int p = 0; p < n; p++)
         fprintf(out, "%" PRId32 " %" PRId64 " %" PRId64 "\n", rows[p].partition, rows[p].committed,
                 rows[p].end);
-        lag += row_lag(&rows[p]);
-    }
+    int64_t lag = total_lag(rows, n);
     fprintf(out, "lag %" PRId64 "\n", lag);
     return lag;
 }
@@ -986,19 +991,14 @@ static int cmd_wait_offsets(const struct opts *o) {
          * "done" is only ever reported against ends read in the same poll. */
         bool ends = n <= 0 || now_ms() - ends_at >= 1000;
         n = read_offsets_cached(rk, o->topic, rows, n, ends, errstr, sizeof(errstr));
+        if (n > 0 && !ends && total_lag(rows, n) == 0) {
+            ends = true;
+            n = read_offsets_cached(rk, o->topic, rows, n, true, errstr, sizeof(errstr));
+        }
         if (n > 0 && ends)
             ends_at = now_ms();
-        if (n > 0 && !ends) {
-            int64_t lag = 0;
-            for (int p = 0; p < n; p++) lag += row_lag(&rows[p]);
-            if (lag == 0) {
-                n = read_offsets_cached(rk, o->topic, rows, n, true, errstr, sizeof(errstr));
-                ends_at = now_ms();
-            }
-        }
         if (n > 0) {
-            int64_t lag = 0;
-            for (int p = 0; p < n; p++) lag += row_lag(&rows[p]);
+            int64_t lag = total_lag(rows, n);
             if (o->progress) {
                 int64_t total = 0;
                 for (int p = 0; p < n; p++) total += rows[p].end - rows[p].low;
