@@ -85,11 +85,27 @@ static const char count_script[] =
 /* Formats the UTC day of an epoch-ms time as YYYY-MM-DD. */
 static void utc_day(int64_t ms, char day[11])
 {
-    time_t s = (time_t)(ms >= 0 ? ms / 1000 : 0);
-    struct tm tm;
+    /* the proleptic Gregorian date of a day number (Howard Hinnant's civil_from_days) */
+    int64_t z = (ms >= 0 ? ms / 86400000 : 0) + 719468;
+    int64_t era = z / 146097, doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100), mp = (5 * doy + 2) / 153;
+    int64_t d = doy - (153 * mp + 2) / 5 + 1, m = mp < 10 ? mp + 3 : mp - 9;
+    int64_t y = yoe + era * 400 + (m <= 2);
 
-    gmtime_r(&s, &tm);
-    strftime(day, 11, "%Y-%m-%d", &tm);
+    if (y > 9999)
+        y = 9999; /* (beyond any real event time; keeps the 10 characters) */
+    day[0] = (char)('0' + y / 1000);
+    day[1] = (char)('0' + y / 100 % 10);
+    day[2] = (char)('0' + y / 10 % 10);
+    day[3] = (char)('0' + y % 10);
+    day[4] = '-';
+    day[5] = (char)('0' + m / 10);
+    day[6] = (char)('0' + m % 10);
+    day[7] = '-';
+    day[8] = (char)('0' + d / 10);
+    day[9] = (char)('0' + d % 10);
+    day[10] = 0;
 }
 
 /* The state is the script's SHA1 in hex, for EVALSHA. */

@@ -371,7 +371,10 @@ static usher_item *wrap(usher_consumer *c, rd_kafka_message_t *msg)
         rd_kafka_message_destroy(msg); /* not ours (any more): the owner reads it again */
         return NULL;
     }
-    it = calloc(1, sizeof(*it));
+    if (rd_kafka_message_headers(msg, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        hdrs = NULL;
+    size_t nh = hdrs != NULL ? rd_kafka_header_cnt(hdrs) : 0;
+    it = calloc(1, sizeof(*it) + nh * sizeof(it->headers[0])); /* one block with its headers */
     if (it == NULL)
         abort();
     it->msg = msg;
@@ -384,19 +387,13 @@ static usher_item *wrap(usher_consumer *c, rd_kafka_message_t *msg)
     it->meta.key = msg->key;
     it->meta.key_len = msg->key_len;
     it->meta.timestamp_ms = rd_kafka_message_timestamp(msg, &tstype);
-    if (rd_kafka_message_headers(msg, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        size_t n = rd_kafka_header_cnt(hdrs);
-        it->headers = calloc(n ? n : 1, sizeof(*it->headers));
-        if (it->headers == NULL)
-            abort();
-        for (size_t i = 0; i < n; i++) {
-            usher_header *h = &it->headers[it->meta.header_count];
-            if (rd_kafka_header_get_all(hdrs, i, &h->name, &h->value, &h->value_len) ==
-                RD_KAFKA_RESP_ERR_NO_ERROR)
-                it->meta.header_count++;
-        }
-        it->meta.headers = it->headers;
+    for (size_t i = 0; i < nh; i++) {
+        usher_header *h = &it->headers[it->meta.header_count];
+        if (rd_kafka_header_get_all(hdrs, i, &h->name, &h->value, &h->value_len) ==
+            RD_KAFKA_RESP_ERR_NO_ERROR)
+            it->meta.header_count++;
     }
+    it->meta.headers = it->headers;
     if (usher_partition_dispatch(p, msg->offset) != 0)
         abort();
     atomic_fetch_add(&p->pending, 1);

@@ -620,6 +620,21 @@ static void md_field(EVP_MD_CTX *md, const char *s)
     EVP_DigestUpdate(md, "\x1f", 1);
 }
 
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+/* SHA-256, fetched once: EVP_sha256() makes OpenSSL 3 look the algorithm up on every use. */
+static const EVP_MD *sha256(void)
+{
+    pthread_once(&sha256_once, sha256_fetch);
+    return sha256_md != NULL ? sha256_md : EVP_sha256();
+}
+
 /* Sets ev->id to 32 hex chars of SHA-256(source|source_type|type|user id|time|index): stable
  * for the same bytes, distinct for the events of one record. */
 static int digest_id(norm_ctx *c, usher_event *ev)
@@ -629,7 +644,7 @@ static int digest_id(norm_ctx *c, usher_event *ev)
     char num[48];
     char *hex = NULL;
     EVP_MD_CTX *md = EVP_MD_CTX_new();
-    int ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+    int ok = md != NULL && EVP_DigestInit_ex(md, sha256(), NULL) == 1;
 
     if (ok) {
         md_field(md, ev->source);
@@ -646,8 +661,11 @@ static int digest_id(norm_ctx *c, usher_event *ev)
     hex = arena_alloc(c->p, 33);
     if (hex == NULL)
         return reject(c, "parse_error", "out of memory");
-    for (int i = 0; i < 16; i++)
-        snprintf(hex + 2 * i, 3, "%02x", h[i]);
+    for (int i = 0; i < 16; i++) {
+        hex[2 * i] = "0123456789abcdef"[h[i] >> 4];
+        hex[2 * i + 1] = "0123456789abcdef"[h[i] & 15];
+    }
+    hex[32] = 0;
     ev->id = hex;
     return 0;
 }

@@ -28,9 +28,10 @@ typedef struct usher_item {
     rd_kafka_message_t *msg;  /* owned */
     usher_partition *part;    /* one reference held */
     usher_kafka_meta meta;    /* points into msg */
-    usher_header *headers;    /* owned array; names and values point into msg */
     int dlq_attempts;         /* dead-letter produce attempts */
     int keyslot;              /* ordering = key: the key's slot in app->keyslots, or -1 */
+    unsigned lane;            /* the worker whose lane it went to */
+    usher_header headers[];   /* allocated with the item; names and values point into msg */
 } usher_item;
 
 /* A FIFO of items served by one worker: records that must stay in order share a lane. */
@@ -44,13 +45,18 @@ typedef struct usher_worker usher_worker;
 typedef struct usher_dlq usher_dlq;
 
 /* ordering = key: records whose keys hash to a slot go to the slot's lane while any of them is
- * in flight, so a key's records stay in order; an idle slot takes the next lane in turn, so
- * different keys spread over every worker. */
+ * in flight, so a key's records stay in order; an idle slot takes the least-loaded lane, so
+ * different keys keep every worker busy. */
 #define USHER_KEY_SLOTS 4096
 typedef struct usher_keyslot {
     atomic_int inflight;
     unsigned lane; /* poll thread only */
 } usher_keyslot;
+
+/* Items on a worker's lane or in its hands; one cache line each, as workers update their own. */
+typedef struct usher_lane_load {
+    _Alignas(64) atomic_int n;
+} usher_lane_load;
 
 typedef struct usher_app {
     const usher_config *cfg;
@@ -60,7 +66,8 @@ typedef struct usher_app {
     usher_worker *workers;
     size_t nworkers;
     usher_keyslot *keyslots;     /* USHER_KEY_SLOTS of them */
-    unsigned next_lane;          /* poll thread only */
+    unsigned next_lane;          /* poll thread only: where the search for a free lane starts */
+    usher_lane_load *lane_load;  /* per worker */
     atomic_int inflight;         /* items handed out and not yet finished */
     atomic_bool quit;            /* workers: abandon what is left and exit */
     pthread_mutex_t drain_lock;  /* with drain_cond: signalled whenever an item finishes */

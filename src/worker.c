@@ -4,6 +4,7 @@
  * done, dead-lettered or abandoned. Each worker owns its Redis connection.
  */
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,8 +114,8 @@ static void item_release(usher_app *app, usher_item *it, bool done)
         usher_partition_done(p, it->meta.offset);
     if (it->keyslot >= 0)
         atomic_fetch_sub(&app->keyslots[it->keyslot].inflight, 1);
+    atomic_fetch_sub(&app->lane_load[it->lane].n, 1);
     rd_kafka_message_destroy(it->msg);
-    free(it->headers);
     free(it);
     atomic_fetch_sub(&p->pending, 1);
     usher_partition_unref(p);
@@ -355,8 +356,28 @@ static uint64_t fnv1a(const void *data, size_t n, uint64_t h)
     return h;
 }
 
+/* The lane with the fewest items, the first idle one from next_lane on (poll thread only). */
+static unsigned least_loaded(usher_app *app)
+{
+    unsigned n = (unsigned)app->nworkers, best = app->next_lane % n;
+    int best_load = INT_MAX;
+
+    for (unsigned i = 0; i < n; i++) {
+        unsigned l = (app->next_lane + i) % n;
+        int load = atomic_load_explicit(&app->lane_load[l].n, memory_order_relaxed);
+        if (load < best_load) {
+            best = l;
+            best_load = load;
+            if (load == 0)
+                break;
+        }
+    }
+    app->next_lane = best + 1;
+    return best;
+}
+
 /* The lane an item belongs to under the configured ordering (poll thread only). */
-static size_t lane_of(usher_app *app, usher_item *it)
+static unsigned lane_of(usher_app *app, usher_item *it)
 {
     uint64_t h = 0xcbf29ce484222325ull;
 
@@ -369,7 +390,7 @@ static size_t lane_of(usher_app *app, usher_item *it)
             it->keyslot = (int)(h % USHER_KEY_SLOTS);
             ks = &app->keyslots[it->keyslot];
             if (atomic_load(&ks->inflight) == 0)
-                ks->lane = app->next_lane++ % (unsigned)app->nworkers;
+                ks->lane = least_loaded(app);
             atomic_fetch_add(&ks->inflight, 1);
             return ks->lane;
         }
@@ -378,10 +399,10 @@ static size_t lane_of(usher_app *app, usher_item *it)
     case USHER_ORDER_PARTITION:
         h = fnv1a(it->meta.topic, strlen(it->meta.topic), h);
         h = fnv1a(&it->meta.partition, sizeof(it->meta.partition), h);
-        return (size_t)(h % app->nworkers);
+        return (unsigned)(h % app->nworkers);
     case USHER_ORDER_UNORDERED:
     default:
-        return app->next_lane++ % (unsigned)app->nworkers;
+        return least_loaded(app);
     }
 }
 
@@ -391,7 +412,9 @@ void usher_workers_dispatch(usher_app *app, usher_item **items, size_t n)
 
     /* Chain per lane first, then one lock and one wake-up per lane. */
     for (size_t i = 0; i < n; i++) {
-        size_t l = lane_of(app, items[i]);
+        unsigned l = lane_of(app, items[i]);
+        items[i]->lane = l;
+        atomic_fetch_add_explicit(&app->lane_load[l].n, 1, memory_order_relaxed);
         items[i]->next = NULL;
         if (tail[l] != NULL)
             tail[l]->next = items[i];
@@ -501,6 +524,7 @@ typedef struct record {
     usher_item *it;
     usher_batch batch;
     unsigned char *done;   /* batch.count x handlers: 1 once that handler is through with it */
+    unsigned char done_buf[32]; /* done and hfailed when they fit (most records) */
     unsigned char *hfailed;/* per handler: 1 if it failed permanently on an event of r */
     bool rejected;         /* the normalizer rejected the value */
     bool batch_tried;      /* the batch pass already made attempt 1 of the batch handlers */
@@ -884,6 +908,14 @@ out:
     free(at);
 }
 
+/* Zeroed room for r's done and hfailed flags: its own buffer when n bytes fit. */
+static unsigned char *done_alloc(record *r, size_t n)
+{
+    if (n <= sizeof(r->done_buf))
+        return r->done_buf; /* zero: the record was cleared */
+    return calloc(n, 1);
+}
+
 /* Processes records taken together from the lane: normalize all, one batch pass, then each
  * record in lane order. Records whose partition was revoked meanwhile are abandoned. */
 static void process(usher_worker *w, usher_item **items, size_t n)
@@ -909,7 +941,7 @@ static void process(usher_worker *w, usher_item **items, size_t n)
         if (usher_normalize(&app->cfg->norm, &it->meta, msg->payload, msg->len, &r->batch) != 0) {
             r->rejected = true;
         } else if (app->reg->count > 0 &&
-                   (r->done = calloc((r->batch.count + 1) * app->reg->count, 1)) == NULL) {
+                   (r->done = done_alloc(r, (r->batch.count + 1) * app->reg->count)) == NULL) {
             usher_err("out of memory; %s[%" PRId32 "]@%" PRId64 " will be redelivered",
                       it->meta.topic, it->meta.partition, it->meta.offset);
             usher_batch_release(&r->batch);
@@ -926,7 +958,8 @@ static void process(usher_worker *w, usher_item **items, size_t n)
     batch_pass(w, recs, m);
     for (size_t i = 0; i < m; i++) {
         finish_record(w, &recs[i]);
-        free(recs[i].done);
+        if (recs[i].done != recs[i].done_buf)
+            free(recs[i].done);
         usher_batch_release(&recs[i].batch);
     }
     settle(w);
@@ -963,7 +996,10 @@ int usher_workers_start(usher_app *app, size_t n, char *errstr, size_t errstr_si
 {
     app->workers = calloc(n, sizeof(*app->workers));
     app->keyslots = calloc(USHER_KEY_SLOTS, sizeof(*app->keyslots));
-    if (app->workers == NULL || app->keyslots == NULL)
+    app->lane_load = aligned_alloc(64, n * sizeof(*app->lane_load));
+    if (app->lane_load != NULL)
+        memset(app->lane_load, 0, n * sizeof(*app->lane_load));
+    if (app->workers == NULL || app->keyslots == NULL || app->lane_load == NULL)
         goto oom;
     app->nworkers = n;
     for (size_t i = 0; i < n; i++) {
@@ -1027,4 +1063,6 @@ void usher_workers_join(usher_app *app)
     app->nworkers = 0;
     free(app->keyslots);
     app->keyslots = NULL;
+    free(app->lane_load);
+    app->lane_load = NULL;
 }
