@@ -33,6 +33,7 @@ typedef struct usher_conn {
     usher_transport transport;
     int64_t redis_retry_at;   /* monotonic ms before which we do not reconnect */
     int64_t redis_warned_at;
+    int unread;               /* replies to marker writes not read yet (see usher_once_mark) */
 } usher_conn;
 
 struct usher_ctx {
@@ -135,15 +136,43 @@ void usher_item_finish(usher_app *app, usher_item *it, bool done)
     drain_signal(app);
 }
 
-static void conn_free(usher_conn *c)
+/* --- what handle() may call ------------------------------------------------------------- */
+
+/* Drops c's Redis connection (it is reconnected on next use). */
+static void conn_drop_redis(usher_conn *c)
 {
     if (c->redis != NULL)
         redisFree(c->redis);
     c->redis = NULL;
-    usher_transport_free(&c->transport);
+    c->unread = 0;
 }
 
-/* --- what handle() may call ------------------------------------------------------------- */
+/* Reads the replies to c's earlier marker writes, so that the next command gets its own. An
+ * error among them is logged; an I/O error drops the connection. */
+static void conn_read_owed(usher_conn *c)
+{
+    while (c->unread > 0) {
+        redisReply *r = NULL;
+        if (redisGetReply(c->redis, (void **)&r) != REDIS_OK) {
+            usher_warn("%s: Redis connection lost before it confirmed %d idempotency marker(s); "
+                       "a later redelivery may repeat those side effects", c->name, c->unread);
+            conn_drop_redis(c);
+            return;
+        }
+        if (r->type == REDIS_REPLY_ERROR)
+            usher_warn("%s: Redis refused an idempotency marker: %s", c->name, r->str);
+        freeReplyObject(r);
+        c->unread--;
+    }
+}
+
+static void conn_free(usher_conn *c)
+{
+    if (c->redis != NULL && c->unread > 0)
+        conn_read_owed(c);
+    conn_drop_redis(c);
+    usher_transport_free(&c->transport);
+}
 
 redisContext *usher_redis(usher_ctx *ctx)
 {
@@ -151,6 +180,8 @@ redisContext *usher_redis(usher_ctx *ctx)
     char err[256];
     int64_t now;
 
+    if (c->redis != NULL && c->unread > 0)
+        conn_read_owed(c);
     if (c->redis != NULL)
         return c->redis;
     now = usher_now_ms();
@@ -169,10 +200,7 @@ redisContext *usher_redis(usher_ctx *ctx)
 
 void usher_redis_broken(usher_ctx *ctx)
 {
-    if (ctx->conn->redis != NULL) {
-        redisFree(ctx->conn->redis);
-        ctx->conn->redis = NULL;
-    }
+    conn_drop_redis(ctx->conn);
 }
 
 usher_transport *usher_ctx_transport(usher_ctx *ctx)
@@ -223,8 +251,7 @@ static void once_key(usher_ctx *ctx, const usher_event *ev, char *key, size_t n)
 
 /* Runs one command about the marker of ev on the worker's connection. Returns the reply, or
  * NULL when Redis is unreachable or answered an error (an I/O error drops the connection). */
-static redisReply *once_command(usher_ctx *ctx, const usher_event *ev, const char *cmd,
-                                long ttl)
+static redisReply *once_command(usher_ctx *ctx, const usher_event *ev, const char *cmd)
 {
     redisContext *c = usher_redis(ctx);
     redisReply *r = NULL;
@@ -233,8 +260,7 @@ static redisReply *once_command(usher_ctx *ctx, const usher_event *ev, const cha
     if (c == NULL)
         return NULL;
     once_key(ctx, ev, key, sizeof(key));
-    r = ttl > 0 ? redisCommand(c, "%s %s 1 EX %ld", cmd, key, ttl)
-                : redisCommand(c, "%s %s", cmd, key);
+    r = redisCommand(c, "%s %s", cmd, key);
     if (usher_redis_io_failed(c, r)) {
         usher_redis_broken(ctx);
         if (r != NULL)
@@ -250,7 +276,7 @@ static redisReply *once_command(usher_ctx *ctx, const usher_event *ev, const cha
 
 int usher_once_done_before(usher_ctx *ctx, const usher_event *ev)
 {
-    redisReply *r = once_command(ctx, ev, "EXISTS", 0);
+    redisReply *r = once_command(ctx, ev, "EXISTS");
     int rc = r != NULL && r->type == REDIS_REPLY_INTEGER ? r->integer > 0 : -1;
 
     if (r != NULL)
@@ -260,15 +286,26 @@ int usher_once_done_before(usher_ctx *ctx, const usher_event *ev)
 
 int usher_once_mark(usher_ctx *ctx, const usher_event *ev, long ttl_seconds)
 {
-    redisReply *r = once_command(ctx, ev, "SET",
-                                 ttl_seconds > 0 ? ttl_seconds : ctx->b->marker_ttl_s);
+    redisContext *c = usher_redis(ctx);
+    char key[512];
+    int sent = 0;
 
-    if (r == NULL) {
+    if (c != NULL) {
+        once_key(ctx, ev, key, sizeof(key));
+        sent = redisAppendCommand(c, "SET %s 1 EX %ld", key,
+                                  ttl_seconds > 0 ? ttl_seconds : ctx->b->marker_ttl_s) == REDIS_OK;
+        for (int done = 0; sent && !done;)
+            sent = redisBufferWrite(c, &done) == REDIS_OK;
+        if (sent)
+            ctx->conn->unread++; /* read before the connection's next command */
+        else
+            usher_redis_broken(ctx);
+    }
+    if (!sent) {
         usher_ctx_log(ctx, USHER_LOG_WARN, "event %s is done but could not be marked in Redis; "
                       "a later redelivery may repeat it", ev->id ? ev->id : "-");
         return -1;
     }
-    freeReplyObject(r);
     return 0;
 }
 

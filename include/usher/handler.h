@@ -24,8 +24,8 @@
  * valid only during that call.
  *
  * Delivery: usher is at-least-once. A record may reach handle() again after a crash or a
- * rebalance; a handler with an external side effect should guard it with usher_once_begin /
- * usher_once_done (or make it idempotent itself).
+ * rebalance; a handler with an external side effect should guard it with
+ * usher_once_done_before / usher_once_mark (or make it idempotent itself).
  */
 #ifndef USHER_HANDLER_H
 #define USHER_HANDLER_H
@@ -201,10 +201,11 @@ usher_result usher_smtp_send(usher_ctx *ctx, const usher_mail *m);
  * USHER_RETRY). */
 int usher_once_done_before(usher_ctx *ctx, const usher_event *ev);
 /* After the side effect succeeded: records it for ttl_seconds (0 = the section's marker_ttl_s,
- * 30 days unless configured). Returns 0, or -1
- * (and logs a warning) if Redis is unreachable. Either way return USHER_OK then: the side
- * effect did happen, and returning USHER_RETRY would repeat it at once; a lost marker only
- * risks one repeat if the record is later redelivered. */
+ * 30 days unless configured). The write is sent at once but its reply is read with the
+ * connection's next command (an error then is logged), so the call costs no round trip.
+ * Returns 0, or -1 (and logs a warning) if Redis is unreachable. Either way return USHER_OK
+ * then: the side effect did happen, and returning USHER_RETRY would repeat it at once; a lost
+ * marker only risks one repeat if the record is later redelivered. */
 int usher_once_mark(usher_ctx *ctx, const usher_event *ev, long ttl_seconds);
 
 #ifdef __cplusplus
