@@ -602,6 +602,8 @@ static int push(parser *p)
     d->frames[p->nframes].table = NULL;
     d->frames[p->nframes].tcap = 0;
     p->nframes++;
+    if (p->nframes > d->depth)
+        d->depth = p->nframes;
     return 0;
 }
 
@@ -614,6 +616,8 @@ static void pop(parser *p)
 
     n->next = (uint32_t)d->count;
     n->end = (uint32_t)p->pos;
+    if (n->n > d->widest)
+        d->widest = n->n;
     free(f->table);
     f->table = NULL;
 }
@@ -820,6 +824,8 @@ int usher_jdoc_parse(usher_jdoc *d, const void *input, size_t len, unsigned flag
     d->count = 0;
     d->end = 0;
     d->nul_dropped = 0;
+    d->depth = 0;
+    d->widest = 0;
     if (len >= UINT32_MAX - 1u || (input == NULL && len > 0)) {
         set_err(&p, USHER_JERR_OTHER, 0, "input too large");
         return -1;

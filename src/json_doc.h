@@ -75,6 +75,8 @@ typedef struct usher_jdoc {
     size_t end;         /* where the value ended: bytes consumed after a successful parse */
     size_t nul_dropped; /* NUL bytes skipped right after a number or literal, as jansson does;
                            jansson's positions are the ones here minus these */
+    size_t depth;       /* after a successful parse: the deepest nesting of containers */
+    uint32_t widest;    /* ... and the most members or elements of one container */
 } usher_jdoc;
 
 /* Parse flags. */

@@ -1083,18 +1083,37 @@ static int parse_doc(norm_ctx *c, const char *buf, size_t len, unsigned flags, u
     return 0;
 }
 
+/* Parses all of buf into a new document, with the guard's verdict taking precedence as if it
+ * had run first. It runs only when the parse failed or the document comes near the depth or
+ * member limits: a document that json_doc accepted has valid UTF-8 and no raw control
+ * character or \u0000, so within those limits the guard passes it (and skipping its pass over
+ * the bytes saves a tenth of a record's CPU). Returns 0 (*out is the root), -1 with a
+ * rejection (the guard's, or OOM), or 1 with *e set when the text does not parse. */
+static int guarded_parse(norm_ctx *c, const char *buf, size_t len, usher_jerror *e,
+                         const jv **out)
+{
+    size_t depth_limit = c->opt->max_depth < USHER_JSON_GUARD_DEPTH_CAP
+                             ? c->opt->max_depth : USHER_JSON_GUARD_DEPTH_CAP;
+    int rc = parse_doc(c, buf, len, 0, e, out, NULL);
+    const usher_jdoc *d = NULL;
+
+    if (rc == -2)
+        return -1;
+    d = &c->p->docs[c->p->ndocs - 1];
+    if ((rc != 0 || d->depth >= depth_limit || d->widest >= c->opt->max_members) &&
+        guard(c, buf, len) != 0)
+        return -1;
+    return rc == 0 ? 0 : 1;
+}
+
 /* Guards and parses one nested JSON text (data_base64, a Keycloak representation) that must
  * be a single document; the document is kept alive in the batch, and so must buf be. */
 static int parse_nested(norm_ctx *c, const char *buf, size_t len, const jv **out)
 {
     usher_jerror e;
-    int rc;
+    int rc = guarded_parse(c, buf, len, &e, out);
 
-    *out = NULL;
-    if (guard(c, buf, len) != 0)
-        return -1;
-    rc = parse_doc(c, buf, len, 0, &e, out, NULL);
-    if (rc == -1)
+    if (rc == 1)
         return map_parse_error(c, &e, 0);
     return rc;
 }
@@ -1201,10 +1220,8 @@ static int do_bytes(norm_ctx *c, const rec *r, const char *buf, size_t len, int 
         i++;
     if (i == len)
         return reject(c, "empty_value", "the value is empty");
-    if (guard(c, buf, len) != 0)
-        return -1;
-    rc = parse_doc(c, buf, len, 0, &e, &root, NULL);
-    if (rc == -2)
+    rc = guarded_parse(c, buf, len, &e, &root);
+    if (rc < 0)
         return -1;
     if (rc != 0) {
         if (allow_lines && e.code == USHER_JERR_END_OF_INPUT_EXPECTED)

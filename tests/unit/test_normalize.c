@@ -1184,6 +1184,15 @@ static void test_guard_limits(void **state)
     assert_string_equal(f.b.reason, "invalid_utf8");
     assert_non_null(strstr(f.b.detail, "byte offset 14"));
     fx_free(&f);
+    /* the guard's verdict wins over a syntax error before it, as if it had run first */
+    assert_int_equal(run_inline(&f, "{\"user_id\":,\"x\":\"ab\xff\"}", NULL), -1);
+    assert_string_equal(f.b.reason, "invalid_utf8");
+    fx_free(&f);
+    usher_norm_options_init(&o);
+    o.max_depth = 2;
+    assert_int_equal(run_inline(&f, "{\"user_id\":[[[1]]], x}", &o), -1);
+    assert_string_equal(f.b.reason, "max_depth_exceeded");
+    fx_free(&f);
 }
 
 /* raw_json is the event's own text: a batch element's bytes, a JSON line's, or the bytes of the
