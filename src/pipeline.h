@@ -79,8 +79,9 @@ typedef struct usher_app {
  * partition next. Thread-safe. */
 void usher_item_finish(usher_app *app, usher_item *it, bool done);
 
-/* Milliseconds on a monotonic clock / since the epoch. */
+/* Milliseconds (microseconds) on a monotonic clock / milliseconds since the epoch. */
 int64_t usher_now_ms(void);
+int64_t usher_now_us(void);
 int64_t usher_wall_ms(void);
 
 /* --- workers (worker.c) ------------------------------------------------------------------ */

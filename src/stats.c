@@ -10,7 +10,7 @@
 #include "usher/event.h"
 
 static const char *const handler_fields[] = { "ok", "retried", "failed", "dead_lettered",
-                                              "skipped" };
+                                              "skipped", "calls", "busy_us" };
 
 /* Runs "CMD key"; returns the reply, or NULL with a message printed. */
 static redisReply *command(redisContext *c, const char *cmd, const char *key)
@@ -199,14 +199,17 @@ static void print_text(const json_t *root, FILE *out)
         free(sorted);
     }
     fprintf(out, "\nhandlers                          ok    retried     failed dead_lettered"
-                 "    skipped\n");
+                 "    skipped   ms/call\n");
     json_object_foreach(json_object_get(root, "handlers"), name, v) {
-        fprintf(out, "  %-24s %10lld %10lld %10lld %13lld %10lld\n", name,
+        long long calls = json_integer_value(json_object_get(v, "calls"));
+        fprintf(out, "  %-24s %10lld %10lld %10lld %13lld %10lld %9.2f\n", name,
                 (long long)json_integer_value(json_object_get(v, "ok")),
                 (long long)json_integer_value(json_object_get(v, "retried")),
                 (long long)json_integer_value(json_object_get(v, "failed")),
                 (long long)json_integer_value(json_object_get(v, "dead_lettered")),
-                (long long)json_integer_value(json_object_get(v, "skipped")));
+                (long long)json_integer_value(json_object_get(v, "skipped")),
+                calls > 0 ? (double)json_integer_value(json_object_get(v, "busy_us")) /
+                                (double)calls / 1000.0 : 0.0);
     }
     fprintf(out, "\ndead-lettered records: %lld\n",
             (long long)json_integer_value(json_object_get(root, "dead_lettered")));

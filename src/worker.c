@@ -17,9 +17,9 @@
 #include "transport.h"
 #include "usher/handler.h"
 
-enum { M_OK, M_RETRIED, M_FAILED, M_DEAD_LETTERED, M_SKIPPED, M_COUNT };
+enum { M_OK, M_RETRIED, M_FAILED, M_DEAD_LETTERED, M_SKIPPED, M_CALLS, M_BUSY_US, M_COUNT };
 static const char *const metric_names[M_COUNT] = { "ok", "retried", "failed", "dead_lettered",
-                                                   "skipped" };
+                                                   "skipped", "calls", "busy_us" };
 
 #define MAX_PENDING_REASONS 16
 /* Upper bound on records a worker takes from its lane at once (one batch). */
@@ -49,6 +49,7 @@ typedef struct usher_call {
     const usher_event *ev;
     size_t h;                 /* the handler's index in the registry */
     usher_result res;
+    int64_t us;               /* how long the call took */
 } usher_call;
 
 /* A helper thread of one worker: it makes one handler call at a time for its worker, so that
@@ -92,11 +93,16 @@ struct usher_worker {
 };
 
 
-int64_t usher_now_ms(void)
+int64_t usher_now_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t usher_now_ms(void)
+{
+    return usher_now_us() / 1000;
 }
 
 int64_t usher_wall_ms(void)
@@ -617,8 +623,18 @@ static void apply(usher_worker *w, record *r, size_t e, size_t h, usher_result r
 static usher_result call_handler(usher_call *c)
 {
     const usher_bound_handler *b = c->ctx.b;
+    int64_t t0 = usher_now_us();
+    usher_result res = b->h->handle(&c->ctx, c->ev, b->state);
 
-    return b->h->handle(&c->ctx, c->ev, b->state);
+    c->us = usher_now_us() - t0;
+    return res;
+}
+
+/* Counts one call of handler h that took us microseconds. */
+static void count_call(usher_worker *w, size_t h, int64_t us)
+{
+    w->metrics[h][M_CALLS]++;
+    w->metrics[h][M_BUSY_US] += us;
 }
 
 static void *runner_main(void *arg)
@@ -725,8 +741,10 @@ static void attempt(usher_worker *w, record *r, bool skip_batch)
             calls[n++] = (usher_call){ .ctx = { .b = b }, .ev = ev, .h = h };
         }
         fan_out(w, calls, n);
-        for (size_t k = 0; k < n; k++) /* in handler order, as apply() expects */
+        for (size_t k = 0; k < n; k++) { /* in handler order, as apply() expects */
+            count_call(w, calls[k].h, calls[k].us);
             apply(w, r, e, calls[k].h, calls[k].res, &calls[k].ctx);
+        }
     }
 }
 
@@ -933,7 +951,9 @@ static void batch_pass(usher_worker *w, record *recs, size_t n)
         }
         if (k == 0)
             continue;
+        int64_t t0 = usher_now_us();
         b->h->handle_batch(&ctx, evs, k, res, b->state);
+        count_call(w, h, usher_now_us() - t0);
         for (size_t j = 0; j < k; j++)
             apply(w, &recs[at[2 * j]], at[2 * j + 1], h, res[j], &ctx);
     }

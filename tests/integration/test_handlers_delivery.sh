@@ -115,6 +115,9 @@ for h in welcome_email slack_notify crm_sync; do
   got="$(jq -c ".handlers.$h | {ok, failed, dead_lettered, skipped}" "$T/stats.json")"
   [ "$got" = "{\"ok\":$N,\"failed\":0,\"dead_lettered\":0,\"skipped\":0}" ] ||
     fail "handlers.$h = $got, expected ok $N and no failure or skip"
+  # one call per event, each a real round trip to a sink: more than 0 µs, less than its timeout
+  got="$(jq -c ".handlers.$h | [.calls, (.busy_us > 0 and .busy_us < .calls * 30000000)]" "$T/stats.json")"
+  [ "$got" = "[$N,true]" ] || fail "handlers.$h calls/busy_us = $got, expected $N calls with a plausible time"
 done
 usher_stop "$USHER_PID" 15
 [ "$STOP_RC" = 0 ] || fail "usher exited $STOP_RC after SIGTERM, expected 0"
