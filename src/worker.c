@@ -17,6 +17,7 @@
 #include "transport.h"
 #include "usher/handler.h"
 
+/* Outcome counts, then the call timings (flush_metrics writes those less often: keep them last). */
 enum { M_OK, M_RETRIED, M_FAILED, M_DEAD_LETTERED, M_SKIPPED, M_CALLS, M_BUSY_US, M_COUNT };
 static const char *const metric_names[M_COUNT] = { "ok", "retried", "failed", "dead_lettered",
                                                    "skipped", "calls", "busy_us" };
@@ -84,7 +85,7 @@ struct usher_worker {
     long long dead_letters;
     struct { char reason[48]; long long n; } reasons[MAX_PENDING_REASONS];
     size_t reason_count;
-    int64_t metrics_flushed_at;
+    int64_t timings_flushed_at; /* when calls and busy_us were last written */
     int handlers_announced;
     /* Records done but not yet released: released by settle(), after their metrics are
      * written, so that a committed record's metrics are in Redis too. */
@@ -332,22 +333,23 @@ static void count_reason(usher_worker *w, const char *reason)
     }
 }
 
-/* Writes the pending metrics in one pipelined round trip. Metrics are best effort: when Redis
- * is down they stay pending and go out with the next successful flush. */
-static void flush_metrics(usher_worker *w, bool force)
+/* Writes the pending metrics in one pipelined round trip: always the outcome counts (ok,
+ * failed, dead letters, ...), which settle() must write before it releases their records; the
+ * call timings (calls, busy_us) only with all set or every 250 ms, so that a worker finishing
+ * one record at a time does not write three counters per handler for each. Metrics are best
+ * effort: when Redis is down they stay pending and go out with the next successful flush. */
+static void flush_metrics(usher_worker *w, bool all)
 {
     usher_app *app = w->app;
     const char *prefix = app->cfg->key_prefix;
     usher_ctx ctx = { .conn = &w->conn };
     redisContext *c = NULL;
     int64_t now = usher_now_ms();
+    int ms = all || now - w->timings_flushed_at >= 250 ? M_COUNT : M_CALLS; /* metrics sent */
     int sent = 0;
 
-    if (!force && now - w->metrics_flushed_at < 250)
-        return;
-    w->metrics_flushed_at = now;
     for (size_t h = 0; h < app->reg->count; h++)
-        for (int m = 0; m < M_COUNT; m++)
+        for (int m = 0; m < ms; m++)
             sent += w->metrics[h][m] != 0;
     if (sent == 0 && w->dead_letters == 0 && w->handlers_announced)
         return;
@@ -360,7 +362,7 @@ static void flush_metrics(usher_worker *w, bool force)
             redisAppendCommand(c, "SADD %s:handlers %s", prefix, app->reg->items[h].h->name);
     }
     for (size_t h = 0; h < app->reg->count; h++)
-        for (int m = 0; m < M_COUNT; m++)
+        for (int m = 0; m < ms; m++)
             if (w->metrics[h][m] != 0) {
                 redisAppendCommand(c, "HINCRBY %s:handler:%s %s %lld", prefix,
                                    app->reg->items[h].h->name, metric_names[m], w->metrics[h][m]);
@@ -382,7 +384,10 @@ static void flush_metrics(usher_worker *w, bool force)
         freeReplyObject(r);
     }
     w->handlers_announced = 1;
-    memset(w->metrics, 0, app->reg->count * sizeof(*w->metrics));
+    for (size_t h = 0; h < app->reg->count; h++)
+        memset(w->metrics[h], 0, (size_t)ms * sizeof(w->metrics[h][0]));
+    if (ms == M_COUNT)
+        w->timings_flushed_at = now;
     w->dead_letters = 0;
     w->reason_count = 0;
 }
@@ -527,7 +532,7 @@ static bool must_abandon(usher_worker *w, usher_item *it)
  * committed). */
 static void settle(usher_worker *w)
 {
-    flush_metrics(w, true);
+    flush_metrics(w, false);
     for (size_t i = 0; i < w->ndone; i++)
         item_release(w->app, w->done[i], true);
     if (w->ndone > 0)
