@@ -1086,9 +1086,9 @@ static int parse_doc(norm_ctx *c, const char *buf, size_t len, unsigned flags, u
 /* Parses all of buf into a new document, with the guard's verdict taking precedence as if it
  * had run first. It runs only when the parse failed or the document comes near the depth or
  * member limits: a document that json_doc accepted has valid UTF-8 and no raw control
- * character or \u0000, so within those limits the guard passes it (and skipping its pass over
- * the bytes saves a tenth of a record's CPU). Returns 0 (*out is the root), -1 with a
- * rejection (the guard's, or OOM), or 1 with *e set when the text does not parse. */
+ * character or \u0000, so within those limits the guard passes it. Returns 0 (*out is the
+ * root), -1 with a rejection (the guard's, or OOM), or 1 with *e set when the text does not
+ * parse. */
 static int guarded_parse(norm_ctx *c, const char *buf, size_t len, usher_jerror *e,
                          const jv **out)
 {

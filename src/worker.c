@@ -154,11 +154,11 @@ static void conn_drop_redis(usher_conn *c)
     c->unread = 0;
 }
 
-/* Reads the replies to c's earlier marker writes, so that the next command gets its own. An
- * error among them is logged; an I/O error drops the connection. */
+/* Reads the replies to c's earlier marker writes (if connected), so that the next command
+ * gets its own. An error among them is logged; an I/O error drops the connection. */
 static void conn_read_owed(usher_conn *c)
 {
-    while (c->unread > 0) {
+    while (c->redis != NULL && c->unread > 0) {
         redisReply *r = NULL;
         if (redisGetReply(c->redis, (void **)&r) != REDIS_OK) {
             usher_warn("%s: Redis connection lost before it confirmed %d idempotency marker(s); "
@@ -175,8 +175,7 @@ static void conn_read_owed(usher_conn *c)
 
 static void conn_free(usher_conn *c)
 {
-    if (c->redis != NULL && c->unread > 0)
-        conn_read_owed(c);
+    conn_read_owed(c);
     conn_drop_redis(c);
     usher_transport_free(&c->transport);
 }
@@ -187,8 +186,7 @@ redisContext *usher_redis(usher_ctx *ctx)
     char err[256];
     int64_t now;
 
-    if (c->redis != NULL && c->unread > 0)
-        conn_read_owed(c);
+    conn_read_owed(c);
     if (c->redis != NULL)
         return c->redis;
     now = usher_now_ms();
@@ -345,11 +343,11 @@ static void flush_metrics(usher_worker *w, bool all)
     usher_ctx ctx = { .conn = &w->conn };
     redisContext *c = NULL;
     int64_t now = usher_now_ms();
-    int ms = all || now - w->timings_flushed_at >= 250 ? M_COUNT : M_CALLS; /* metrics sent */
+    int upto = all || now - w->timings_flushed_at >= 250 ? M_COUNT : M_CALLS; /* sent: [0, upto) */
     int sent = 0;
 
     for (size_t h = 0; h < app->reg->count; h++)
-        for (int m = 0; m < ms; m++)
+        for (int m = 0; m < upto; m++)
             sent += w->metrics[h][m] != 0;
     if (sent == 0 && w->dead_letters == 0 && w->handlers_announced)
         return;
@@ -362,7 +360,7 @@ static void flush_metrics(usher_worker *w, bool all)
             redisAppendCommand(c, "SADD %s:handlers %s", prefix, app->reg->items[h].h->name);
     }
     for (size_t h = 0; h < app->reg->count; h++)
-        for (int m = 0; m < ms; m++)
+        for (int m = 0; m < upto; m++)
             if (w->metrics[h][m] != 0) {
                 redisAppendCommand(c, "HINCRBY %s:handler:%s %s %lld", prefix,
                                    app->reg->items[h].h->name, metric_names[m], w->metrics[h][m]);
@@ -385,8 +383,8 @@ static void flush_metrics(usher_worker *w, bool all)
     }
     w->handlers_announced = 1;
     for (size_t h = 0; h < app->reg->count; h++)
-        memset(w->metrics[h], 0, (size_t)ms * sizeof(w->metrics[h][0]));
-    if (ms == M_COUNT)
+        memset(w->metrics[h], 0, (size_t)upto * sizeof(w->metrics[h][0]));
+    if (upto == M_COUNT)
         w->timings_flushed_at = now;
     w->dead_letters = 0;
     w->reason_count = 0;
