@@ -3,7 +3,8 @@
  * the JSON pre-scan alone, json_doc's parse alone (what usher_normalize uses, into one
  * document reused from record to record), jansson's parse alone (the reference json_doc is
  * fuzzed against), and the whole usher_normalize. Single thread, in memory, no Kafka.
- * Usage: normalize_bench FIXTURES_DIR [ITERATIONS]
+ * Usage: normalize_bench FIXTURES_DIR [ITERATIONS [STAGE...]]
+ * STAGE (guard, doc, jansson, normalize) runs only those stages, e.g. under perf.
  */
 #include <dirent.h>
 #include <stdio.h>
@@ -17,6 +18,15 @@
 #include "json_doc.h"
 #include "json_guard.h"
 #include "normalize.h"
+
+/* True when stage is to run: no stage named on the command line, or this one. */
+static int wanted(int argc, char **argv, const char *stage)
+{
+    for (int i = 3; i < argc; i++)
+        if (strcmp(argv[i], stage) == 0)
+            return 1;
+    return argc <= 3;
+}
 
 typedef struct sample {
     char *data;
@@ -76,10 +86,10 @@ int main(int argc, char **argv)
     usher_kafka_meta meta = { .topic = "user-events", .timestamp_ms = 1700000000000 };
     usher_json_guard_error ge;
     usher_jdoc doc;
-    double t0, t_guard, t_doc, t_parse, t_norm;
+    double t0, t_guard = 0, t_doc = 0, t_parse = 0, t_norm = 0;
 
     if (argc < 2) {
-        fprintf(stderr, "usage: normalize_bench FIXTURES_DIR [ITERATIONS]\n");
+        fprintf(stderr, "usage: normalize_bench FIXTURES_DIR [ITERATIONS [STAGE...]]\n");
         return 2;
     }
     n = load(argv[1], s, 256);
@@ -88,14 +98,14 @@ int main(int argc, char **argv)
     usher_norm_options_init(&opt);
 
     t0 = now_s();
-    for (long it = 0; it < iters; it++)
+    for (long it = 0; it < iters && wanted(argc, argv, "guard"); it++)
         for (size_t i = 0; i < n; i++)
             usher_json_guard(s[i].data, s[i].len, 64, 10000, &ge);
     t_guard = now_s() - t0;
 
     usher_jdoc_init(&doc);
     t0 = now_s();
-    for (long it = 0; it < iters; it++)
+    for (long it = 0; it < iters && wanted(argc, argv, "doc"); it++)
         for (size_t i = 0; i < n; i++) {
             usher_jerror e;
             if (usher_jdoc_parse(&doc, s[i].data, s[i].len, 0, &e) != 0 && it == 0)
@@ -106,7 +116,7 @@ int main(int argc, char **argv)
     usher_jdoc_free(&doc);
 
     t0 = now_s();
-    for (long it = 0; it < iters; it++)
+    for (long it = 0; it < iters && wanted(argc, argv, "jansson"); it++)
         for (size_t i = 0; i < n; i++) {
             json_error_t e;
             json_t *r = json_loadb(s[i].data, s[i].len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY,
@@ -116,7 +126,7 @@ int main(int argc, char **argv)
     t_parse = now_s() - t0;
 
     t0 = now_s();
-    for (long it = 0; it < iters; it++)
+    for (long it = 0; it < iters && wanted(argc, argv, "normalize"); it++)
         for (size_t i = 0; i < n; i++) {
             usher_batch b;
             meta.offset = it;
@@ -129,14 +139,15 @@ int main(int argc, char **argv)
     printf("%zu fixtures, %.0f bytes on average, %ld iterations\n", n, (double)bytes / (double)n,
            iters);
     printf("%-18s %12s %10s %10s\n", "stage", "records/s", "MB/s", "us/record");
-    printf("%-18s %12.0f %10.1f %10.2f\n", "json pre-scan", recs / t_guard, mb / t_guard,
-           t_guard / recs * 1e6);
-    printf("%-18s %12.0f %10.1f %10.2f\n", "json_doc parse", recs / t_doc, mb / t_doc,
-           t_doc / recs * 1e6);
-    printf("%-18s %12.0f %10.1f %10.2f\n", "jansson parse", recs / t_parse, mb / t_parse,
-           t_parse / recs * 1e6);
-    printf("%-18s %12.0f %10.1f %10.2f\n", "usher_normalize", recs / t_norm, mb / t_norm,
-           t_norm / recs * 1e6);
-    printf("json_doc parse is %.1fx jansson's\n", t_parse / t_doc);
+    const char *names[] = { "guard", "doc", "jansson", "normalize" };
+    const char *labels[] = { "json pre-scan", "json_doc parse", "jansson parse",
+                             "usher_normalize" };
+    double times[] = { t_guard, t_doc, t_parse, t_norm };
+    for (size_t k = 0; k < 4; k++)
+        if (wanted(argc, argv, names[k]))
+            printf("%-18s %12.0f %10.1f %10.2f\n", labels[k], recs / times[k], mb / times[k],
+                   times[k] / recs * 1e6);
+    if (wanted(argc, argv, "doc") && wanted(argc, argv, "jansson"))
+        printf("json_doc parse is %.1fx jansson's\n", t_parse / t_doc);
     return 0;
 }

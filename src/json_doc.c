@@ -21,7 +21,11 @@
 #include "json_guard.h"
 
 #define HIDDEN_TYPE 0xFFu
-#define DUP_LINEAR_MAX 16u /* objects with more members get a hash table for duplicates */
+/* Objects with more members than this also get a hash table for the duplicate check (below
+ * it, a scan of the key tags is quicker). */
+#define DUP_LINEAR_MAX 64u
+/* Bytes after the input's copy (and its NUL) that lex_string may read a word at a time. */
+#define BUF_PAD 8u
 
 enum {
     TOK_EOF = 0,
@@ -36,6 +40,7 @@ enum {
 
 struct usher_jframe {
     uint32_t node;   /* the open container */
+    uint32_t keybase; /* its keys start here in the document's key stack */
     uint32_t *table; /* large objects: hash set of key node indices (0 = empty slot) */
     uint32_t tcap;   /* slots in table (a power of two) */
 };
@@ -46,6 +51,8 @@ typedef struct parser {
     unsigned char *b;        /* d->buf: the copy, with a NUL at b[len] */
     size_t len, pos;         /* pos: bytes consumed (jansson's stream position) */
     size_t nframes;
+    size_t keytop;           /* keys on the document's key stack (keytags, keynodes) */
+    uint64_t ktag;           /* has_key: the tag of the key it checked */
     int tok;
     size_t tok_start, tok_end; /* the current token's bytes */
     char *str;               /* TOK_STRING: unescaped, NUL-terminated, in b */
@@ -173,6 +180,17 @@ static void lex_string(parser *p)
     for (;;) {
         unsigned char c;
         if (w == r) { /* the common case: no escape so far, nothing to move */
+            for (;;) { /* eight bytes at a time while none of them stops the run */
+                uint64_t x, q, bs;
+                memcpy(&x, b + r, 8); /* within the copy's padding (BUF_PAD) */
+                q = x ^ 0x2222222222222222ull;  /* '"' -> 0 */
+                bs = x ^ 0x5C5C5C5C5C5C5C5Cull; /* '\\' -> 0 */
+                if (((((q - 0x0101010101010101ull) & ~q) | ((bs - 0x0101010101010101ull) & ~bs) |
+                      ((x - 0x2020202020202020ull) & ~x) | x) &
+                     0x8080808080808080ull) != 0)
+                    break;
+                r += 8;
+            }
             while (!str_stop[b[r]])
                 r++;
             w = r;
@@ -468,7 +486,7 @@ static void lex(parser *p)
 }
 
 /* Appends a node; NULL (error set) when out of memory. */
-static usher_jnode *emit(parser *p, usher_jtype type)
+static inline usher_jnode *emit(parser *p, usher_jtype type)
 {
     usher_jdoc *d = p->d;
     usher_jnode *n;
@@ -543,19 +561,44 @@ static int table_grow(usher_jframe *f, const usher_jnode *nodes)
     return 0;
 }
 
-/* True when the object of frame f already has the key p->str; false otherwise. Maintains the
- * frame's hash set for large objects (the new key is added by add_key). */
+/* A 64-bit digest of a key in the input's copy: its length and its first and last eight
+ * bytes. Keys that differ only in their middle bytes share a tag; the duplicate check compares
+ * the bytes on a match. */
+static uint64_t key_tag(const char *s, size_t n)
+{
+    uint64_t head = 0, tail = 0;
+
+    if (n >= 8) {
+        memcpy(&head, s, 8);
+        memcpy(&tail, s + n - 8, 8);
+    } else {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        memcpy(&head, s, 8); /* within the copy's padding (BUF_PAD); only n bytes count */
+        head &= n > 0 ? ~0ull >> (64 - 8 * n) : 0;
+#else
+        memcpy(&head, s, n);
+#endif
+    }
+    head = (head ^ (uint64_t)n) * 0x9E3779B97F4A7C15ull;
+    tail = (tail ^ (head >> 29)) * 0xC2B2AE3D27D4EB4Full;
+    return head ^ tail ^ (tail >> 32);
+}
+
+/* True when the object of frame f already has the key p->str; false otherwise. Leaves the
+ * key's tag in p->ktag for add_key. */
 static bool has_key(parser *p, usher_jframe *f)
 {
-    const usher_jnode *nodes = p->d->nodes, *obj = &nodes[f->node];
-    const usher_jnode *k = obj + 1;
+    const usher_jdoc *d = p->d;
+    const usher_jnode *nodes = d->nodes, *obj = &nodes[f->node];
     uint32_t mask, i;
 
+    p->ktag = key_tag(p->str, p->slen);
     if (obj->n <= DUP_LINEAR_MAX) {
-        for (uint32_t m = 0; m < obj->n; m++) {
-            if (k->n == p->slen && memcmp(k->v.s, p->str, p->slen) == 0)
+        for (size_t k = f->keybase; k < p->keytop; k++) {
+            const usher_jnode *o = &nodes[d->keynodes[k]];
+            if (d->keytags[k] == p->ktag && o->n == p->slen &&
+                memcmp(o->v.s, p->str, p->slen) == 0)
                 return true;
-            k = usher_jv_skip(k + 1);
         }
         return false;
     }
@@ -568,18 +611,35 @@ static bool has_key(parser *p, usher_jframe *f)
     return false;
 }
 
-/* Registers the key node just emitted in a large object's hash set. 0, or -1 on OOM. */
+/* Records the key node k just emitted (tag p->ktag) for the duplicate checks of its object.
+ * 0, or -1 on OOM. */
 static int add_key(parser *p, usher_jframe *f, uint32_t k)
 {
-    const usher_jnode *obj = &p->d->nodes[f->node];
+    usher_jdoc *d = p->d;
+    const usher_jnode *obj = &d->nodes[f->node];
 
+    if (p->keytop == d->keycap) {
+        size_t cap = d->keycap ? d->keycap * 2 : 64;
+        uint64_t *nt = realloc(d->keytags, cap * sizeof(*nt));
+        if (nt == NULL)
+            return -1;
+        d->keytags = nt;
+        uint32_t *nn = realloc(d->keynodes, cap * sizeof(*nn));
+        if (nn == NULL)
+            return -1;
+        d->keynodes = nn;
+        d->keycap = cap;
+    }
+    d->keytags[p->keytop] = p->ktag;
+    d->keynodes[p->keytop] = k;
+    p->keytop++;
     if (obj->n < DUP_LINEAR_MAX)
         return 0;
     if (f->table == NULL || (obj->n + 1u) * 2u > f->tcap) {
-        if (table_grow(f, p->d->nodes) != 0)
+        if (table_grow(f, d->nodes) != 0)
             return -1;
     }
-    (void)table_insert(f, p->d->nodes, k);
+    (void)table_insert(f, d->nodes, k);
     return 0;
 }
 
@@ -599,6 +659,7 @@ static int push(parser *p)
         d->framecap = cap;
     }
     d->frames[p->nframes].node = (uint32_t)(d->count - 1);
+    d->frames[p->nframes].keybase = (uint32_t)p->keytop;
     d->frames[p->nframes].table = NULL;
     d->frames[p->nframes].tcap = 0;
     p->nframes++;
@@ -618,6 +679,7 @@ static void pop(parser *p)
     n->end = (uint32_t)p->pos;
     if (n->n > d->widest)
         d->widest = n->n;
+    p->keytop = f->keybase;
     free(f->table);
     f->table = NULL;
 }
@@ -787,6 +849,8 @@ void usher_jdoc_free(usher_jdoc *d)
     free(d->nodes);
     free(d->buf);
     free(d->frames);
+    free(d->keytags);
+    free(d->keynodes);
     memset(d, 0, sizeof(*d));
 }
 
@@ -795,6 +859,11 @@ void usher_jdoc_trim(usher_jdoc *d)
     free(d->frames);
     d->frames = NULL;
     d->framecap = 0;
+    free(d->keytags);
+    free(d->keynodes);
+    d->keytags = NULL;
+    d->keynodes = NULL;
+    d->keycap = 0;
     if (d->count > 0 && d->cap > d->count) {
         usher_jnode *n = realloc(d->nodes, d->count * sizeof(*n));
         if (n != NULL) {
@@ -830,16 +899,16 @@ int usher_jdoc_parse(usher_jdoc *d, const void *input, size_t len, unsigned flag
         set_err(&p, USHER_JERR_OTHER, 0, "input too large");
         return -1;
     }
-    if (d->bufcap < len + 1) {
-        char *nb = realloc(d->buf, len + 1);
+    if (d->bufcap < len + 1 + BUF_PAD) {
+        char *nb = realloc(d->buf, len + 1 + BUF_PAD);
         if (nb == NULL)
             goto oom;
         d->buf = nb;
-        d->bufcap = len + 1;
+        d->bufcap = len + 1 + BUF_PAD;
     }
     if (len > 0)
         memcpy(d->buf, input, len);
-    d->buf[len] = '\0';
+    memset(d->buf + len, 0, 1 + BUF_PAD);
     p.b = (unsigned char *)d->buf;
     {
         size_t want = len / 8 + 16; /* a guess; emit grows the tape as needed */
@@ -869,17 +938,17 @@ oom:
     return -1;
 }
 
-const usher_jnode *usher_jv_get(const usher_jnode *obj, const char *key)
+const usher_jnode *usher_jv_getn(const usher_jnode *obj, const char *key, size_t klen)
 {
     const usher_jnode *k = NULL;
-    size_t klen;
 
     if (!usher_jv_is_object(obj) || key == NULL)
         return NULL;
-    klen = strlen(key);
     k = obj + 1;
     for (uint32_t m = 0; m < obj->n; m++) {
-        if (k->n == klen && memcmp(k->v.s, key, klen) == 0)
+        /* (the first byte first: most keys of the same length differ there) */
+        if (k->n == klen && (klen == 0 || (k->v.s[0] == key[0] &&
+                                           memcmp(k->v.s, key, klen) == 0)))
             return k + 1;
         k = usher_jv_skip(k + 1);
     }

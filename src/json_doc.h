@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* jansson's JSON_PARSER_MAX_DEPTH: deeper values are rejected as USHER_JERR_DEPTH. */
 #define USHER_JDOC_MAX_DEPTH 2048u
@@ -72,6 +73,9 @@ typedef struct usher_jdoc {
     size_t bufcap;
     usher_jframe *frames;
     size_t framecap;
+    uint64_t *keytags;  /* while parsing: the keys of the open objects, innermost last: */
+    uint32_t *keynodes; /* their tags (for the duplicate check) and their key nodes */
+    size_t keycap;
     size_t end;         /* where the value ended: bytes consumed after a successful parse */
     size_t nul_dropped; /* NUL bytes skipped right after a number or literal, as jansson does;
                            jansson's positions are the ones here minus these */
@@ -180,8 +184,14 @@ static inline const usher_jnode *usher_jv_first(const usher_jnode *c)
     return usher_jarr_size(c) > 0 || usher_jobj_size(c) > 0 ? c + 1 : NULL;
 }
 
-/* obj[key] (key compared with its unescaped bytes), or NULL. Linear in obj's members. */
-const usher_jnode *usher_jv_get(const usher_jnode *obj, const char *key);
+/* obj[key] for a key of klen bytes (compared with its unescaped bytes), or NULL. Linear in
+ * obj's members. */
+const usher_jnode *usher_jv_getn(const usher_jnode *obj, const char *key, size_t klen);
+/* obj[key] for a NUL-terminated key, or NULL (also for a NULL key). */
+static inline const usher_jnode *usher_jv_get(const usher_jnode *obj, const char *key)
+{
+    return key != NULL ? usher_jv_getn(obj, key, strlen(key)) : NULL;
+}
 /* arr[i], or NULL. Linear in i. */
 const usher_jnode *usher_jv_at(const usher_jnode *arr, size_t i);
 /* The value's own text in the input (its span), with *len set; NULL for NULL. */

@@ -199,6 +199,34 @@ static void test_duplicates(void **state)
     assert_int_not_equal(usher_jdoc_parse(&d, big, n, 0, &e), 0);
     assert_int_equal(e.code, USHER_JERR_DUPLICATE_KEY);
     assert_int_equal(e.position, n - 3);
+
+    /* Around the size where a hash table joins the tag scan (64 members), with a nested object
+     * in the middle whose keys repeat the outer ones: a duplicate of each earlier member is
+     * found, and keys that differ only in their middle bytes (all of one tag) are no duplicates. */
+    for (int members = 62; members <= 67; members++) {
+        for (int dup = -1; dup < members; dup += members / 3) {
+            n = 0;
+            big[n++] = '{';
+            for (int i = 0; i < members; i++) {
+                n += (size_t)snprintf(big + n, cap - n, "%s\"prefix00%03dsuffix00\":%d",
+                                      i ? "," : "", i, i);
+                if (i == members / 2)
+                    n += (size_t)snprintf(big + n, cap - n, ",\"in\":{\"prefix00%03dsuffix00\":1}",
+                                          i - 1);
+            }
+            if (dup >= 0)
+                n += (size_t)snprintf(big + n, cap - n, ",\"prefix00%03dsuffix00\":0", dup);
+            big[n++] = '}';
+            if (dup < 0) {
+                assert_int_equal(usher_jdoc_parse(&d, big, n, 0, &e), 0);
+                assert_int_equal(usher_jobj_size(usher_jdoc_root(&d)), members + 1);
+            } else {
+                assert_int_not_equal(usher_jdoc_parse(&d, big, n, 0, &e), 0);
+                assert_int_equal(e.code, USHER_JERR_DUPLICATE_KEY);
+                assert_int_equal(e.position, n - 3);
+            }
+        }
+    }
     usher_jdoc_free(&d);
     free(big);
 }
