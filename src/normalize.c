@@ -489,12 +489,10 @@ static int digits(const char **s, int n, int *out)
  * UTC epoch milliseconds. Returns 0, or -1 when s is not such a time. */
 static int parse_iso8601(const char *s, int64_t *ms)
 {
-    struct tm tm;
-    struct tm chk;
+    static const int mdays[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
     int y, mo, d, h, mi, sec = 0, frac_ms = 0, off = 0;
-    time_t t;
+    int64_t days;
 
-    memset(&tm, 0, sizeof(tm));
     if (digits(&s, 4, &y) || *s++ != '-' || digits(&s, 2, &mo) || *s++ != '-' ||
         digits(&s, 2, &d))
         return -1;
@@ -536,20 +534,19 @@ static int parse_iso8601(const char *s, int64_t *ms)
     }
     if (*s != '\0')
         return -1;
-    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
+    if (mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || sec > 60)
         return -1;
-    tm.tm_year = y - 1900;
-    tm.tm_mon = mo - 1;
-    tm.tm_mday = d;
-    tm.tm_hour = h;
-    tm.tm_min = mi;
-    tm.tm_sec = sec;
-    t = timegm(&tm);
-    if (t == (time_t)-1 && !(y == 1969 && mo == 12 && d == 31))
-        return -1;
-    if (gmtime_r(&t, &chk) == NULL || (sec < 60 && chk.tm_mday != d))
+    if (d > mdays[mo - 1] + (mo == 2 && y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)))
         return -1; /* 2024-02-30 and the like */
-    *ms = ((int64_t)t - off) * 1000 + frac_ms;
+    /* days since 1970-01-01 of the proleptic Gregorian date (Howard Hinnant's days_from_civil;
+     * second 60 runs into the next minute, as timegm has it) */
+    {
+        int yy = mo <= 2 ? y - 1 : y, era = (yy >= 0 ? yy : yy - 399) / 400;
+        int yoe = yy - era * 400, mp = mo > 2 ? mo - 3 : mo + 9;
+        int doy = (153 * mp + 2) / 5 + d - 1, doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        days = (int64_t)era * 146097 + doe - 719468;
+    }
+    *ms = ((days * 86400 + h * 3600 + mi * 60 + sec) - off) * 1000 + frac_ms;
     return 0;
 }
 
