@@ -30,48 +30,67 @@
 #include "usher/handler.h"
 
 /* KEYS: the fence blocks of the batch's records, then the blocks to delete. ARGV: number of
- * fence blocks, key prefix, fence TTL; per fence block: its record count c, then c times
- * SET u1 <bit> 1 (the block's BITFIELD arguments; records are numbered 1.. in this order);
- * then per "<type>:<day>": that string, its event count n, then n times record number, user id
- * ("" = none). Counter and HyperLogLog keys derive from the prefix (usher does not support
- * Redis Cluster). Returns how many events were new. */
+ * fence blocks, key prefix, fence TTL; per fence block: its record count c, then the c
+ * records' bits (records are numbered 1.. in this order); then per "<type>:<day>": that
+ * string, its event count n, how many of those events have a user id (u), and the u user ids;
+ * last, the record number of every event, space-separated, group by group in the same order
+ * (each group's u events with a user id first). When every record is new (the common case),
+ * the script counts whole groups and never reads the record numbers. Counter and HyperLogLog
+ * keys derive from the prefix (usher does not support Redis Cluster). Returns how many events
+ * were new. */
 static const char count_script[] =
     "local nf, prefix, ttl = tonumber(ARGV[1]), ARGV[2], ARGV[3]\n"
     "for i = nf + 1, #KEYS do redis.call('DEL', KEYS[i]) end\n"
-    "local new, a, r = {}, 4, 0\n"
+    "local old, nold, a, r, bf, filled = {}, 0, 4, 0, {}, 0\n"
     "for f = 1, nf do\n"
     "  local c = tonumber(ARGV[a])\n"
     "  a = a + 1\n"
     "  for i = 0, c - 1, 1000 do\n"
     "    local m = math.min(1000, c - i)\n"
-    "    local res = redis.call('BITFIELD', KEYS[f], unpack(ARGV, a + 4 * i, a + 4 * (i + m) - 1))\n"
-    "    for j = 1, m do new[r + i + j] = res[j] == 0 end\n"
-    "  end\n"
-    "  redis.call('EXPIRE', KEYS[f], ttl)\n"
-    "  a = a + 4 * c\n"
-    "  r = r + c\n"
-    "end\n"
-    "local totals, counted = {}, 0\n"
-    "while a <= #ARGV do\n"
-    "  local td, n = ARGV[a], tonumber(ARGV[a + 1])\n"
-    "  local cnt, users = 0, {}\n"
-    "  a = a + 2\n"
-    "  for k = a, a + 2 * n - 1, 2 do\n"
-    "    if new[tonumber(ARGV[k])] then\n"
-    "      cnt = cnt + 1\n"
-    "      if ARGV[k + 1] ~= '' then users[#users + 1] = ARGV[k + 1] end\n"
+    "    for j = filled + 1, m do bf[4 * j - 3], bf[4 * j - 2], bf[4 * j] = 'SET', 'u1', '1' end\n"
+    "    if m > filled then filled = m end\n"
+    "    for j = 1, m do bf[4 * j - 1] = ARGV[a + i + j - 1] end\n"
+    "    local res = redis.call('BITFIELD', KEYS[f], unpack(bf, 1, 4 * m))\n"
+    "    for j = 1, m do\n"
+    "      if res[j] ~= 0 then old[r + i + j], nold = true, nold + 1 end\n"
     "    end\n"
     "  end\n"
-    "  a = a + 2 * n\n"
+    "  redis.call('EXPIRE', KEYS[f], ttl)\n"
+    "  a = a + c\n"
+    "  r = r + c\n"
+    "end\n"
+    "local nums = nold > 0 and string.gmatch(ARGV[#ARGV], '%d+') or nil\n"
+    "local totals, counted, last = {}, 0, #ARGV - 1\n"
+    "while a <= last do\n"
+    "  local td, n, u = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])\n"
+    "  local cnt, users = n, nil\n"
+    "  a = a + 3\n"
+    "  if nums then\n"
+    "    cnt, users = 0, {}\n"
+    "    for k = 1, n do\n"
+    "      if not old[tonumber(nums())] then\n"
+    "        cnt = cnt + 1\n"
+    "        if k <= u then users[#users + 1] = ARGV[a + k - 1] end\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
     "  if cnt > 0 then\n"
     "    local t, d = string.match(td, '^(.*):([^:]*)$')\n"
+    "    local key = prefix .. ':uu:' .. td\n"
     "    redis.call('HINCRBY', prefix .. ':events:' .. t, d, cnt)\n"
     "    totals[t] = (totals[t] or 0) + cnt\n"
     "    counted = counted + cnt\n"
-    "    for i = 1, #users, 1000 do\n"
-    "      redis.call('PFADD', prefix .. ':uu:' .. td, unpack(users, i, math.min(i + 999, #users)))\n"
+    "    if users then\n"
+    "      for i = 1, #users, 1000 do\n"
+    "        redis.call('PFADD', key, unpack(users, i, math.min(i + 999, #users)))\n"
+    "      end\n"
+    "    else\n"
+    "      for i = 0, u - 1, 1000 do\n"
+    "        redis.call('PFADD', key, unpack(ARGV, a + i, a + math.min(i + 999, u - 1)))\n"
+    "      end\n"
     "    end\n"
     "  end\n"
+    "  a = a + u\n"
     "end\n"
     "for t, n in pairs(totals) do redis.call('HINCRBY', prefix .. ':events:' .. t, 'total', n) end\n"
     "return counted\n";
@@ -131,26 +150,117 @@ static void destroy(void *state)
     free(state);
 }
 
-/* Runs the script by SHA, sending its text only when Redis does not know it yet. argv[0..1]
- * are filled here. */
-static redisReply *run_script(redisContext *c, const char *sha, int argc, const char **argv,
-                              size_t *lens)
-{
-    redisReply *r = NULL;
+/* A Redis command in the wire format (RESP), built argument by argument after HEAD bytes kept
+ * free for the command's head (its argument count, EVALSHA and the SHA). */
+typedef struct resp {
+    char *buf;
+    size_t len, cap;
+    bool oom;
+} resp;
 
-    argv[0] = "EVALSHA";
-    argv[1] = sha;
-    lens[0] = 7;
-    lens[1] = strlen(sha);
-    r = redisCommandArgv(c, argc, argv, lens);
-    if (r == NULL || r->type != REDIS_REPLY_ERROR || strncmp(r->str, "NOSCRIPT", 8) != 0)
+#define HEAD 128
+
+/* Room for n more bytes; false (oom set) when there is none. */
+static bool resp_room(resp *r, size_t n)
+{
+    if (r->oom)
+        return false;
+    if (r->len + n > r->cap) {
+        size_t cap = r->cap ? r->cap : 4096;
+        while (cap < r->len + n)
+            cap *= 2;
+        char *nb = realloc(r->buf, cap);
+        if (nb == NULL) {
+            r->oom = true;
+            return false;
+        }
+        r->buf = nb;
+        r->cap = cap;
+    }
+    return true;
+}
+
+/* Writes v in decimal at p; returns the digits written (at most 20). */
+static size_t put_u64(char *p, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+
+    do
+        tmp[n++] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    for (size_t i = 0; i < n; i++)
+        p[i] = tmp[n - 1 - i];
+    return n;
+}
+
+/* Appends one argument of n bytes. */
+static void resp_arg(resp *r, const char *s, size_t n)
+{
+    if (!resp_room(r, n + 26))
+        return;
+    r->buf[r->len++] = '$';
+    r->len += put_u64(r->buf + r->len, n);
+    memcpy(r->buf + r->len, "\r\n", 2);
+    memcpy(r->buf + r->len + 2, s, n);
+    memcpy(r->buf + r->len + 2 + n, "\r\n", 2);
+    r->len += n + 4;
+}
+
+static void resp_str(resp *r, const char *s)
+{
+    resp_arg(r, s, strlen(s));
+}
+
+static void resp_u64(resp *r, uint64_t v)
+{
+    char d[20];
+    resp_arg(r, d, put_u64(d, v));
+}
+
+/* Runs the script on the arguments in body (from HEAD on; argc counts them all, the two of the
+ * head included) by SHA, sending its text only when Redis does not know it yet. */
+static redisReply *run_script(redisContext *c, const char *sha, size_t argc, resp *body)
+{
+    char head[HEAD];
+    size_t hn = 0;
+    redisReply *r = NULL;
+    resp full = { 0 };
+
+    head[hn++] = '*';
+    hn += put_u64(head + hn, argc);
+    memcpy(head + hn, "\r\n$7\r\nEVALSHA\r\n$40\r\n", 20);
+    hn += 20;
+    memcpy(head + hn, sha, 40);
+    hn += 40;
+    memcpy(head + hn, "\r\n", 2);
+    hn += 2;
+    memcpy(body->buf + HEAD - hn, head, hn);
+    if (redisAppendFormattedCommand(c, body->buf + HEAD - hn, body->len - (HEAD - hn)) !=
+            REDIS_OK ||
+        redisGetReply(c, (void **)&r) != REDIS_OK)
+        return NULL;
+    if (r->type != REDIS_REPLY_ERROR || strncmp(r->str, "NOSCRIPT", 8) != 0)
         return r;
     freeReplyObject(r);
-    argv[0] = "EVAL";
-    argv[1] = count_script;
-    lens[0] = 4;
-    lens[1] = sizeof(count_script) - 1;
-    return redisCommandArgv(c, argc, argv, lens);
+    r = NULL;
+    if (resp_room(&full, 32)) {
+        full.buf[full.len++] = '*';
+        full.len += put_u64(full.buf + full.len, argc);
+        memcpy(full.buf + full.len, "\r\n", 2);
+        full.len += 2;
+    }
+    resp_arg(&full, "EVAL", 4);
+    resp_arg(&full, count_script, sizeof(count_script) - 1);
+    if (resp_room(&full, body->len - HEAD)) {
+        memcpy(full.buf + full.len, body->buf + HEAD, body->len - HEAD);
+        full.len += body->len - HEAD;
+    }
+    if (!full.oom && (redisAppendFormattedCommand(c, full.buf, full.len) != REDIS_OK ||
+                      redisGetReply(c, (void **)&r) != REDIS_OK))
+        r = NULL;
+    free(full.buf);
+    return r;
 }
 
 /* One fence block (a partition's offsets in one 2^20 range), or one to delete. */
@@ -161,7 +271,6 @@ typedef struct fence {
     size_t nrecs;      /* records of the batch in this block */
     size_t first;      /* number of the block's first record, from 0 */
     char key[320];
-    char count[24];
 } fence;
 
 /* A record of the batch: its fence block and bit. */
@@ -169,8 +278,6 @@ typedef struct rec {
     const usher_kafka_meta *kafka;
     size_t fence;
     size_t number;     /* its number in the script's arguments, from 0 */
-    char bit[24];
-    char num[24];      /* number + 1, as the script counts */
 } rec;
 
 /* A "<type>:<day>" of the batch and how many events have it. */
@@ -178,8 +285,8 @@ typedef struct group {
     usher_event_type type;
     int64_t day;       /* days since the epoch (UTC) */
     char td[48];
-    size_t n, first;
-    char count[24];
+    size_t n, u;       /* its events, and how many of them have a user id */
+    size_t at_u, at;   /* where its next event with / without a user id goes in order[] */
 } group;
 
 /* The index of the fence for (topic, partition, block) in f[0..*n), added when new. */
@@ -211,8 +318,6 @@ static size_t rec_of(rec *r, size_t *n, fence *f, size_t *nf, fence *trims, size
     r[*n].kafka = k;
     r[*n].fence = fence_of(f, nf, prefix, k->topic, k->partition, k->offset >> FENCE_BLOCK_BITS);
     f[r[*n].fence].nrecs++;
-    snprintf(r[*n].bit, sizeof(r[0].bit), "%" PRId64,
-             k->offset & ((INT64_C(1) << FENCE_BLOCK_BITS) - 1));
     int64_t cb = k->committed_offset >> FENCE_BLOCK_BITS;
     if (k->committed_offset > 0 && cb > 0)
         fence_of(trims, nt, prefix, k->topic, k->partition, cb - 1);
@@ -229,10 +334,9 @@ static void handle_batch(usher_ctx *ctx, const usher_event *const *events, size_
     rec *recs = NULL;
     group *groups = NULL;
     size_t *ev_rec = NULL, *ev_group = NULL, *order = NULL, *by_fence = NULL;
-    const char **argv = NULL;
-    size_t *lens = NULL, nf = 0, nt = 0, nr = 0, ng = 0, argc = 0, cap;
+    size_t nf = 0, nt = 0, nr = 0, ng = 0;
+    resp body = { 0 }, nums = { 0 };
     usher_result res = USHER_RETRY;
-    char nkeys[24], nfences[24], ttl[24];
 
     if (c == NULL) {
         usher_set_reason(ctx, "redis_unavailable");
@@ -267,6 +371,7 @@ static void handle_batch(usher_ctx *ctx, const usher_event *const *events, size_
             ng++;
         }
         groups[g].n++;
+        groups[g].u += events[i]->user.id != NULL && events[i]->user.id[0] != '\0';
         ev_group[i] = g;
     }
     /* never delete a block this batch writes (cannot happen: records in flight are at or
@@ -280,68 +385,65 @@ static void handle_batch(usher_ctx *ctx, const usher_event *const *events, size_
         else
             t++;
     }
-    /* number the records block by block, and the events group by group */
+    /* number the records block by block, and the events group by group (in a group, the
+     * events with a user id first) */
     for (size_t f = 0, at = 0; f < nf; at += fences[f].nrecs, f++)
         fences[f].first = at;
     for (size_t i = 0; i < nr; i++) {
         fence *f = &fences[recs[i].fence];
         recs[i].number = f->first++;
         by_fence[recs[i].number] = i;
-        snprintf(recs[i].num, sizeof(recs[i].num), "%zu", recs[i].number + 1);
     }
-    for (size_t g = 0, at = 0; g < ng; at += groups[g].n, g++)
-        groups[g].first = at;
-    for (size_t i = 0; i < n; i++)
-        order[groups[ev_group[i]].first++] = i;
+    for (size_t g = 0, at = 0; g < ng; at += groups[g].n, g++) {
+        groups[g].at_u = at;
+        groups[g].at = at + groups[g].u;
+    }
+    for (size_t i = 0; i < n; i++) {
+        group *g = &groups[ev_group[i]];
+        if (events[i]->user.id != NULL && events[i]->user.id[0] != '\0')
+            order[g->at_u++] = i;
+        else
+            order[g->at++] = i;
+    }
 
-    /* EVALSHA sha numkeys, the keys, 3 scalars, per fence its count and 4 per record, per
-     * group 2, per event 2 */
-    cap = 3 + nf + nt + 3 + nf + 4 * nr + 2 * ng + 2 * n;
-    argv = calloc(cap, sizeof(*argv));
-    lens = calloc(cap, sizeof(*lens));
-    if (argv == NULL || lens == NULL) {
+    /* EVALSHA sha numkeys, the keys, 3 scalars, per fence its count and one bit per record,
+     * per group 3 and its user ids, the record numbers */
+    body.len = HEAD;
+    resp_u64(&body, nf + nt);
+    for (size_t f = 0; f < nf; f++)
+        resp_str(&body, fences[f].key);
+    for (size_t t = 0; t < nt; t++)
+        resp_str(&body, trims[t].key);
+    resp_u64(&body, nf);
+    resp_str(&body, prefix);
+    resp_u64(&body, (uint64_t)FENCE_TTL_S);
+    for (size_t f = 0, k = 0; f < nf; f++) {
+        resp_u64(&body, fences[f].nrecs);
+        for (size_t j = 0; j < fences[f].nrecs; j++, k++)
+            resp_u64(&body, (uint64_t)(recs[by_fence[k]].kafka->offset &
+                                       ((INT64_C(1) << FENCE_BLOCK_BITS) - 1)));
+    }
+    size_t nids = 0;
+    for (size_t g = 0, k = 0; g < ng; k += groups[g].n, g++) {
+        resp_str(&body, groups[g].td);
+        resp_u64(&body, groups[g].n);
+        resp_u64(&body, groups[g].u);
+        for (size_t j = 0; j < groups[g].u; j++)
+            resp_str(&body, events[order[k + j]]->user.id);
+        nids += groups[g].u;
+    }
+    for (size_t k = 0; k < n; k++) {
+        if (resp_room(&nums, 21)) {
+            nums.len += put_u64(nums.buf + nums.len, recs[ev_rec[order[k]]].number + 1);
+            nums.buf[nums.len++] = ' ';
+        }
+    }
+    resp_arg(&body, nums.len > 0 ? nums.buf : "", nums.len);
+    if (body.oom || nums.oom) {
         usher_set_reason(ctx, "out_of_memory");
         goto out;
     }
-    snprintf(nkeys, sizeof(nkeys), "%zu", nf + nt);
-    snprintf(nfences, sizeof(nfences), "%zu", nf);
-    snprintf(ttl, sizeof(ttl), "%ld", FENCE_TTL_S);
-    argc = 2;
-    argv[argc++] = nkeys;
-    for (size_t f = 0; f < nf; f++)
-        argv[argc++] = fences[f].key;
-    for (size_t t = 0; t < nt; t++)
-        argv[argc++] = trims[t].key;
-    argv[argc++] = nfences;
-    argv[argc++] = prefix;
-    argv[argc++] = ttl;
-    for (size_t f = 0, k = 0; f < nf; f++) {
-        snprintf(fences[f].count, sizeof(fences[f].count), "%zu", fences[f].nrecs);
-        argv[argc++] = fences[f].count;
-        for (size_t j = 0; j < fences[f].nrecs; j++, k++) {
-            argv[argc++] = "SET";
-            argv[argc++] = "u1";
-            argv[argc++] = recs[by_fence[k]].bit;
-            argv[argc++] = "1";
-        }
-    }
-    for (size_t g = 0, k = 0; g < ng; g++) {
-        snprintf(groups[g].count, sizeof(groups[g].count), "%zu", groups[g].n);
-        argv[argc++] = groups[g].td;
-        argv[argc++] = groups[g].count;
-        for (size_t j = 0; j < groups[g].n; j++, k++) {
-            const usher_event *ev = events[order[k]];
-            argv[argc++] = recs[ev_rec[order[k]]].num;
-            argv[argc++] = ev->user.id ? ev->user.id : "";
-        }
-    }
-    for (size_t i = 2; i < argc; i++)
-        lens[i] = strlen(argv[i]);
-    if (argc != cap) { /* cannot happen: the count above is the layout below */
-        usher_set_reason(ctx, "internal_error");
-        goto out;
-    }
-    r = run_script(c, state, (int)argc, argv, lens);
+    r = run_script(c, state, 3 + nf + nt + 3 + nf + nr + 3 * ng + nids + 1, &body);
     if (r == NULL || c->err) {
         usher_set_reason(ctx, "redis_io");
         usher_redis_broken(ctx);
@@ -367,8 +469,8 @@ out:
     free(ev_group);
     free(order);
     free(by_fence);
-    free(argv);
-    free(lens);
+    free(body.buf);
+    free(nums.buf);
 }
 
 const usher_handler usher_handler_signup_counters = {
