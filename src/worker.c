@@ -34,7 +34,8 @@ typedef struct usher_conn {
     usher_transport transport;
     int64_t redis_retry_at;   /* monotonic ms before which we do not reconnect */
     int64_t redis_warned_at;
-    int unread;               /* replies to marker writes not read yet (see usher_once_mark) */
+    int unread;               /* replies to writes sent without waiting (markers, see
+                                 usher_once_mark; metrics, see flush_metrics) not read yet */
 } usher_conn;
 
 struct usher_ctx {
@@ -154,20 +155,23 @@ static void conn_drop_redis(usher_conn *c)
     c->unread = 0;
 }
 
-/* Reads the replies to c's earlier marker writes (if connected), so that the next command
- * gets its own. An error among them is logged; an I/O error drops the connection. */
+/* Reads the replies to c's earlier writes sent without waiting (if connected), so that the
+ * next command gets its own. An error among them is logged; an I/O error drops the
+ * connection. */
 static void conn_read_owed(usher_conn *c)
 {
     while (c->redis != NULL && c->unread > 0) {
         redisReply *r = NULL;
         if (redisGetReply(c->redis, (void **)&r) != REDIS_OK) {
-            usher_warn("%s: Redis connection lost before it confirmed %d idempotency marker(s); "
-                       "a later redelivery may repeat those side effects", c->name, c->unread);
+            usher_warn("%s: Redis connection lost before it confirmed %d write(s) sent earlier "
+                       "(idempotency markers, metrics): a later redelivery may repeat the side "
+                       "effects of those events, and metrics may miss them", c->name, c->unread);
             conn_drop_redis(c);
             return;
         }
         if (r->type == REDIS_REPLY_ERROR)
-            usher_warn("%s: Redis refused an idempotency marker: %s", c->name, r->str);
+            usher_warn("%s: Redis refused a write (idempotency marker or metric): %s", c->name,
+                       r->str);
         freeReplyObject(r);
         c->unread--;
     }
@@ -331,11 +335,12 @@ static void count_reason(usher_worker *w, const char *reason)
     }
 }
 
-/* Writes the pending metrics in one pipelined round trip: always the outcome counts (ok,
- * failed, dead letters, ...), which settle() must write before it releases their records; the
- * call timings (calls, busy_us) only with all set or every 250 ms, so that a worker finishing
- * one record at a time does not write three counters per handler for each. Metrics are best
- * effort: when Redis is down they stay pending and go out with the next successful flush. */
+/* Sends the pending metrics in one pipelined write, without waiting for the replies (read with
+ * the connection's next command): always the outcome counts (ok, failed, dead letters, ...),
+ * which settle() must send before it releases their records; the call timings (calls,
+ * busy_us) only with all set or every 250 ms, so that a worker finishing one record at a time
+ * does not write three counters per handler for each. Metrics are best effort: when Redis is
+ * down they stay pending and go out with the next successful flush. */
 static void flush_metrics(usher_worker *w, bool all)
 {
     usher_app *app = w->app;
@@ -373,14 +378,13 @@ static void flush_metrics(usher_worker *w, bool all)
     for (size_t i = 0; i < w->reason_count; i++, sent++)
         redisAppendCommand(c, "HINCRBY %s:dead_letter_reasons %s %lld", prefix,
                            w->reasons[i].reason, w->reasons[i].n);
-    for (int i = 0; i < sent; i++) {
-        redisReply *r = NULL;
-        if (redisGetReply(c, (void **)&r) != REDIS_OK) {
+    for (int done = 0; !done;) {
+        if (redisBufferWrite(c, &done) != REDIS_OK) {
             usher_redis_broken(&ctx);
             return; /* nothing is cleared: a partial write may be repeated, never lost */
         }
-        freeReplyObject(r);
     }
+    w->conn.unread += sent;
     w->handlers_announced = 1;
     for (size_t h = 0; h < app->reg->count; h++)
         memset(w->metrics[h], 0, (size_t)upto * sizeof(w->metrics[h][0]));
