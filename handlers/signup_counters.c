@@ -15,8 +15,12 @@
  * committed offset's block; every block also expires FENCE_TTL_S after its last write, so
  * blocks skipped by a jump in offsets do not stay. A block holds at most 128 KiB.
  *
- * It is a batch handler: one script call applies a whole batch of events (from any records and
- * partitions) in one round trip, adding up the counts per type and day inside Redis.
+ * Unique users need no fence: adding a user to a HyperLogLog again changes nothing, so every
+ * event's user is added (PFADD), whether its record was new or not.
+ *
+ * It is a batch handler: one PFADD per "<type>:<day>" and one script call apply a whole batch
+ * of events (from any records and partitions) in one round trip, the script adding up the
+ * counts per type and day inside Redis.
  */
 #include <inttypes.h>
 #include <stdbool.h>
@@ -31,13 +35,11 @@
 
 /* KEYS: the fence blocks of the batch's records, then the blocks to delete. ARGV: number of
  * fence blocks, key prefix, fence TTL; per fence block: its record count c, then the c
- * records' bits (records are numbered 1.. in this order); then per "<type>:<day>": that
- * string, its event count n, how many of those events have a user id (u), and the u user ids;
- * last, the record number of every event, space-separated, group by group in the same order
- * (each group's u events with a user id first). When every record is new (the common case),
- * the script counts whole groups and never reads the record numbers. Counter and HyperLogLog
- * keys derive from the prefix (usher does not support Redis Cluster). Returns how many events
- * were new. */
+ * records' bits (records are numbered 1.. in this order); then per "<type>:<day>": that string
+ * and its event count n; last, the record number of every event, space-separated, group by
+ * group. When every record is new (the common case), the script counts whole groups and never
+ * reads the record numbers. Counter keys derive from the prefix (usher does not support Redis
+ * Cluster). Returns how many events were new. */
 static const char count_script[] =
     "local nf, prefix, ttl = tonumber(ARGV[1]), ARGV[2], ARGV[3]\n"
     "for i = nf + 1, #KEYS do redis.call('DEL', KEYS[i]) end\n"
@@ -61,36 +63,21 @@ static const char count_script[] =
     "end\n"
     "local nums = nold > 0 and string.gmatch(ARGV[#ARGV], '%d+') or nil\n"
     "local totals, counted, last = {}, 0, #ARGV - 1\n"
-    "while a <= last do\n"
-    "  local td, n, u = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])\n"
-    "  local cnt, users = n, nil\n"
-    "  a = a + 3\n"
+    "for g = a, last, 2 do\n"
+    "  local td, n = ARGV[g], tonumber(ARGV[g + 1])\n"
+    "  local cnt = n\n"
     "  if nums then\n"
-    "    cnt, users = 0, {}\n"
+    "    cnt = 0\n"
     "    for k = 1, n do\n"
-    "      if not old[tonumber(nums())] then\n"
-    "        cnt = cnt + 1\n"
-    "        if k <= u then users[#users + 1] = ARGV[a + k - 1] end\n"
-    "      end\n"
+    "      if not old[tonumber(nums())] then cnt = cnt + 1 end\n"
     "    end\n"
     "  end\n"
     "  if cnt > 0 then\n"
     "    local t, d = string.match(td, '^(.*):([^:]*)$')\n"
-    "    local key = prefix .. ':uu:' .. td\n"
     "    redis.call('HINCRBY', prefix .. ':events:' .. t, d, cnt)\n"
     "    totals[t] = (totals[t] or 0) + cnt\n"
     "    counted = counted + cnt\n"
-    "    if users then\n"
-    "      for i = 1, #users, 1000 do\n"
-    "        redis.call('PFADD', key, unpack(users, i, math.min(i + 999, #users)))\n"
-    "      end\n"
-    "    else\n"
-    "      for i = 0, u - 1, 1000 do\n"
-    "        redis.call('PFADD', key, unpack(ARGV, a + i, a + math.min(i + 999, u - 1)))\n"
-    "      end\n"
-    "    end\n"
     "  end\n"
-    "  a = a + u\n"
     "end\n"
     "for t, n in pairs(totals) do redis.call('HINCRBY', prefix .. ':events:' .. t, 'total', n) end\n"
     "return counted\n";
@@ -207,6 +194,17 @@ static void resp_arg(resp *r, const char *s, size_t n)
     r->len += n + 4;
 }
 
+/* Starts a command of argc arguments. */
+static void resp_head(resp *r, size_t argc)
+{
+    if (!resp_room(r, 24))
+        return;
+    r->buf[r->len++] = '*';
+    r->len += put_u64(r->buf + r->len, argc);
+    memcpy(r->buf + r->len, "\r\n", 2);
+    r->len += 2;
+}
+
 static void resp_str(resp *r, const char *s)
 {
     resp_arg(r, s, strlen(s));
@@ -218,9 +216,12 @@ static void resp_u64(resp *r, uint64_t v)
     resp_arg(r, d, put_u64(d, v));
 }
 
-/* Runs the script on the arguments in body (from HEAD on; argc counts them all, the two of the
- * head included) by SHA, sending its text only when Redis does not know it yet. */
-static redisReply *run_script(redisContext *c, const char *sha, size_t argc, resp *body)
+/* Sends the npre commands in pre, then runs the script on the arguments in body (from HEAD on;
+ * argc counts them all, the two of the head included) by SHA, in one write, and sends the
+ * script's text only when Redis does not know it yet. Returns the script's reply (NULL on an
+ * I/O error); *pre_err is set when one of pre's replies was an error. */
+static redisReply *run_script(redisContext *c, const char *sha, resp *pre, size_t npre,
+                              size_t argc, resp *body, bool *pre_err)
 {
     char head[HEAD];
     size_t hn = 0;
@@ -236,20 +237,25 @@ static redisReply *run_script(redisContext *c, const char *sha, size_t argc, res
     memcpy(head + hn, "\r\n", 2);
     hn += 2;
     memcpy(body->buf + HEAD - hn, head, hn);
-    if (redisAppendFormattedCommand(c, body->buf + HEAD - hn, body->len - (HEAD - hn)) !=
-            REDIS_OK ||
-        redisGetReply(c, (void **)&r) != REDIS_OK)
+    if ((npre > 0 && redisAppendFormattedCommand(c, pre->buf, pre->len) != REDIS_OK) ||
+        redisAppendFormattedCommand(c, body->buf + HEAD - hn, body->len - (HEAD - hn)) !=
+            REDIS_OK)
+        return NULL;
+    for (size_t i = 0; i < npre; i++) {
+        if (redisGetReply(c, (void **)&r) != REDIS_OK)
+            return NULL;
+        if (r->type == REDIS_REPLY_ERROR)
+            *pre_err = true;
+        freeReplyObject(r);
+    }
+    r = NULL;
+    if (redisGetReply(c, (void **)&r) != REDIS_OK)
         return NULL;
     if (r->type != REDIS_REPLY_ERROR || strncmp(r->str, "NOSCRIPT", 8) != 0)
         return r;
     freeReplyObject(r);
     r = NULL;
-    if (resp_room(&full, 32)) {
-        full.buf[full.len++] = '*';
-        full.len += put_u64(full.buf + full.len, argc);
-        memcpy(full.buf + full.len, "\r\n", 2);
-        full.len += 2;
-    }
+    resp_head(&full, argc);
     resp_arg(&full, "EVAL", 4);
     resp_arg(&full, count_script, sizeof(count_script) - 1);
     if (resp_room(&full, body->len - HEAD)) {
@@ -280,7 +286,7 @@ typedef struct rec {
     size_t number;     /* its number in the script's arguments, from 0 */
 } rec;
 
-/* A "<type>:<day>" of the batch and how many events have it. */
+/* A "<type>:<day>" of the batch, how many events have it, and how many of those a user. */
 typedef struct group {
     usher_event_type type;
     int64_t day;       /* days since the epoch (UTC) */
@@ -335,7 +341,9 @@ static void handle_batch(usher_ctx *ctx, const usher_event *const *events, size_
     group *groups = NULL;
     size_t *ev_rec = NULL, *ev_group = NULL, *order = NULL, *by_fence = NULL;
     size_t nf = 0, nt = 0, nr = 0, ng = 0;
-    resp body = { 0 }, nums = { 0 };
+    resp body = { 0 }, nums = { 0 }, pfadd = { 0 };
+    size_t npfadd = 0;
+    bool pfadd_err = false;
     usher_result res = USHER_RETRY;
 
     if (c == NULL) {
@@ -386,7 +394,7 @@ static void handle_batch(usher_ctx *ctx, const usher_event *const *events, size_
             t++;
     }
     /* number the records block by block, and the events group by group (in a group, the
-     * events with a user id first) */
+     * events with a user id first: they are its PFADD's arguments) */
     for (size_t f = 0, at = 0; f < nf; at += fences[f].nrecs, f++)
         fences[f].first = at;
     for (size_t i = 0; i < nr; i++) {
@@ -406,8 +414,22 @@ static void handle_batch(usher_ctx *ctx, const usher_event *const *events, size_
             order[g->at++] = i;
     }
 
+    /* PFADD PREFIX:uu:<type>:<day> and the group's user ids, per group that has any */
+    for (size_t g = 0, k = 0; g < ng; k += groups[g].n, g++) {
+        char key[512];
+        int kn;
+        if (groups[g].u == 0)
+            continue;
+        kn = snprintf(key, sizeof(key), "%s:uu:%s", prefix, groups[g].td);
+        resp_head(&pfadd, 2 + groups[g].u);
+        resp_arg(&pfadd, "PFADD", 5);
+        resp_arg(&pfadd, key, kn < 0 ? 0 : (size_t)kn < sizeof(key) ? (size_t)kn : sizeof(key) - 1);
+        for (size_t j = 0; j < groups[g].u; j++)
+            resp_str(&pfadd, events[order[k + j]]->user.id);
+        npfadd++;
+    }
     /* EVALSHA sha numkeys, the keys, 3 scalars, per fence its count and one bit per record,
-     * per group 3 and its user ids, the record numbers */
+     * per group 2, the record numbers */
     body.len = HEAD;
     resp_u64(&body, nf + nt);
     for (size_t f = 0; f < nf; f++)
@@ -423,14 +445,9 @@ static void handle_batch(usher_ctx *ctx, const usher_event *const *events, size_
             resp_u64(&body, (uint64_t)(recs[by_fence[k]].kafka->offset &
                                        ((INT64_C(1) << FENCE_BLOCK_BITS) - 1)));
     }
-    size_t nids = 0;
-    for (size_t g = 0, k = 0; g < ng; k += groups[g].n, g++) {
+    for (size_t g = 0; g < ng; g++) {
         resp_str(&body, groups[g].td);
         resp_u64(&body, groups[g].n);
-        resp_u64(&body, groups[g].u);
-        for (size_t j = 0; j < groups[g].u; j++)
-            resp_str(&body, events[order[k + j]]->user.id);
-        nids += groups[g].u;
     }
     for (size_t k = 0; k < n; k++) {
         if (resp_room(&nums, 21)) {
@@ -439,20 +456,23 @@ static void handle_batch(usher_ctx *ctx, const usher_event *const *events, size_
         }
     }
     resp_arg(&body, nums.len > 0 ? nums.buf : "", nums.len);
-    if (body.oom || nums.oom) {
+    if (body.oom || nums.oom || pfadd.oom) {
         usher_set_reason(ctx, "out_of_memory");
         goto out;
     }
-    r = run_script(c, state, 3 + nf + nt + 3 + nf + nr + 3 * ng + nids + 1, &body);
+    r = run_script(c, state, &pfadd, npfadd, 3 + nf + nt + 3 + nf + nr + 2 * ng + 1, &body,
+                   &pfadd_err);
     if (r == NULL || c->err) {
         usher_set_reason(ctx, "redis_io");
         usher_redis_broken(ctx);
         goto out;
     }
-    if (r->type == REDIS_REPLY_ERROR) {
-        /* LOADING, BUSY, OOM, READONLY...: all transient for a counter. */
+    if (r->type == REDIS_REPLY_ERROR || pfadd_err) {
+        /* LOADING, BUSY, OOM, READONLY...: all transient for a counter. (A retry adds the
+         * users again, and counts only what the script did not.) */
         usher_set_reason(ctx, "redis_error");
-        usher_ctx_log(ctx, USHER_LOG_WARN, "redis: %s", r->str);
+        usher_ctx_log(ctx, USHER_LOG_WARN, "redis: %s",
+                      r->type == REDIS_REPLY_ERROR ? r->str : "PFADD refused");
         goto out;
     }
     res = USHER_OK;
@@ -471,6 +491,7 @@ out:
     free(by_fence);
     free(body.buf);
     free(nums.buf);
+    free(pfadd.buf);
 }
 
 const usher_handler usher_handler_signup_counters = {
