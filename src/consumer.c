@@ -360,7 +360,6 @@ static usher_item *wrap(usher_consumer *c, rd_kafka_message_t *msg)
 {
     const char *topic = rd_kafka_topic_name(msg->rkt);
     usher_partition *p = c->last;
-    rd_kafka_headers_t *hdrs = NULL;
     rd_kafka_timestamp_type_t tstype;
     usher_item *it = NULL;
 
@@ -371,10 +370,7 @@ static usher_item *wrap(usher_consumer *c, rd_kafka_message_t *msg)
         rd_kafka_message_destroy(msg); /* not ours (any more): the owner reads it again */
         return NULL;
     }
-    if (rd_kafka_message_headers(msg, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        hdrs = NULL;
-    size_t nh = hdrs != NULL ? rd_kafka_header_cnt(hdrs) : 0;
-    it = calloc(1, sizeof(*it) + nh * sizeof(it->headers[0])); /* one block with its headers */
+    it = calloc(1, sizeof(*it));
     if (it == NULL)
         abort();
     it->msg = msg;
@@ -387,6 +383,26 @@ static usher_item *wrap(usher_consumer *c, rd_kafka_message_t *msg)
     it->meta.key = msg->key;
     it->meta.key_len = msg->key_len;
     it->meta.timestamp_ms = rd_kafka_message_timestamp(msg, &tstype);
+    if (usher_partition_dispatch(p, msg->offset) != 0)
+        abort();
+    atomic_fetch_add(&p->pending, 1);
+    atomic_fetch_add(&c->app->inflight, 1);
+    return it;
+}
+
+int usher_item_read_headers(usher_item *it)
+{
+    rd_kafka_headers_t *hdrs = NULL;
+    size_t nh = 0;
+
+    if (it->headers_read)
+        return 0;
+    if (rd_kafka_message_headers(it->msg, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        nh = rd_kafka_header_cnt(hdrs);
+    it->headers = it->inline_headers;
+    if (nh > sizeof(it->inline_headers) / sizeof(it->inline_headers[0]) &&
+        (it->headers = malloc(nh * sizeof(it->headers[0]))) == NULL)
+        return -1;
     for (size_t i = 0; i < nh; i++) {
         usher_header *h = &it->headers[it->meta.header_count];
         if (rd_kafka_header_get_all(hdrs, i, &h->name, &h->value, &h->value_len) ==
@@ -394,11 +410,8 @@ static usher_item *wrap(usher_consumer *c, rd_kafka_message_t *msg)
             it->meta.header_count++;
     }
     it->meta.headers = it->headers;
-    if (usher_partition_dispatch(p, msg->offset) != 0)
-        abort();
-    atomic_fetch_add(&p->pending, 1);
-    atomic_fetch_add(&c->app->inflight, 1);
-    return it;
+    it->headers_read = true;
+    return 0;
 }
 
 /* Builds the consumer configuration: the user's pass-through keys, then what usher needs. */

@@ -31,7 +31,9 @@ typedef struct usher_item {
     int dlq_attempts;         /* dead-letter produce attempts */
     int keyslot;              /* ordering = key: the key's slot in app->keyslots, or -1 */
     unsigned lane;            /* the worker whose lane it went to */
-    usher_header headers[];   /* allocated with the item; names and values point into msg */
+    bool headers_read;        /* meta.headers is filled (usher_item_read_headers) */
+    usher_header *headers;    /* meta.headers: inline_headers, or allocated when more */
+    usher_header inline_headers[4]; /* names and values point into msg */
 } usher_item;
 
 /* A FIFO of items served by one worker: records that must stay in order share a lane. */
@@ -78,6 +80,10 @@ typedef struct usher_app {
  * committed); otherwise the offset stays unfinished and is redelivered to whoever owns the
  * partition next. Thread-safe. */
 void usher_item_finish(usher_app *app, usher_item *it, bool done);
+/* Fills it->meta.headers from the record, once; called by the item's holder before anything
+ * reads them (the poll thread leaves it to the worker: parsing a record's headers allocates,
+ * and the worker is where they are freed). Returns 0, or -1 when out of memory. */
+int usher_item_read_headers(usher_item *it);
 
 /* Milliseconds (microseconds) on a monotonic clock / milliseconds since the epoch. */
 int64_t usher_now_ms(void);

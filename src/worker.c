@@ -125,6 +125,8 @@ static void item_release(usher_app *app, usher_item *it, bool done)
         atomic_fetch_sub(&app->keyslots[it->keyslot].inflight, 1);
     atomic_fetch_sub(&app->lane_load[it->lane].n, 1);
     rd_kafka_message_destroy(it->msg);
+    if (it->headers != it->inline_headers)
+        free(it->headers);
     free(it);
     atomic_fetch_sub(&p->pending, 1);
     usher_partition_unref(p);
@@ -994,6 +996,12 @@ static void process(usher_worker *w, usher_item **items, size_t n)
         const rd_kafka_message_t *msg = it->msg;
 
         if (must_abandon(w, it)) {
+            usher_item_finish(app, it, false);
+            continue;
+        }
+        if (usher_item_read_headers(it) != 0) {
+            usher_err("out of memory; %s[%" PRId32 "]@%" PRId64 " will be redelivered",
+                      it->meta.topic, it->meta.partition, it->meta.offset);
             usher_item_finish(app, it, false);
             continue;
         }
