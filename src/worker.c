@@ -408,19 +408,19 @@ static uint64_t fnv1a(const void *data, size_t n, uint64_t h)
     return h;
 }
 
-/* The lane with the fewest items, the first idle one from next_lane on (poll thread only). */
-static unsigned least_loaded(usher_app *app)
+/* The lane with the fewest items by load[] (the lanes' loads as this dispatch sees them), the
+ * first idle one from next_lane on (poll thread only). */
+static unsigned least_loaded(usher_app *app, const int *load)
 {
     unsigned n = (unsigned)app->nworkers, best = app->next_lane % n;
     int best_load = INT_MAX;
 
     for (unsigned i = 0; i < n; i++) {
         unsigned l = (app->next_lane + i) % n;
-        int load = atomic_load_explicit(&app->lane_load[l].n, memory_order_relaxed);
-        if (load < best_load) {
+        if (load[l] < best_load) {
             best = l;
-            best_load = load;
-            if (load == 0)
+            best_load = load[l];
+            if (best_load == 0)
                 break;
         }
     }
@@ -428,8 +428,9 @@ static unsigned least_loaded(usher_app *app)
     return best;
 }
 
-/* The lane an item belongs to under the configured ordering (poll thread only). */
-static unsigned lane_of(usher_app *app, usher_item *it)
+/* The lane an item belongs to under the configured ordering (poll thread only); load[] as
+ * for least_loaded. */
+static unsigned lane_of(usher_app *app, usher_item *it, const int *load)
 {
     uint64_t h = 0xcbf29ce484222325ull;
 
@@ -442,7 +443,7 @@ static unsigned lane_of(usher_app *app, usher_item *it)
             it->keyslot = (int)(h % USHER_KEY_SLOTS);
             ks = &app->keyslots[it->keyslot];
             if (atomic_load(&ks->inflight) == 0)
-                ks->lane = least_loaded(app);
+                ks->lane = least_loaded(app, load);
             atomic_fetch_add(&ks->inflight, 1);
             return ks->lane;
         }
@@ -454,19 +455,27 @@ static unsigned lane_of(usher_app *app, usher_item *it)
         return (unsigned)(h % app->nworkers);
     case USHER_ORDER_UNORDERED:
     default:
-        return least_loaded(app);
+        return least_loaded(app, load);
     }
 }
 
 void usher_workers_dispatch(usher_app *app, usher_item **items, size_t n)
 {
     usher_item *head[256] = { 0 }, *tail[256] = { 0 };
+    int load[256], added[256] = { 0 };
 
+    if (n == 0)
+        return;
+    /* The lanes' loads once (workers update them all the time: reading them per item costs a
+     * cache miss each), plus what this dispatch adds. */
+    for (size_t l = 0; l < app->nworkers; l++)
+        load[l] = atomic_load_explicit(&app->lane_load[l].n, memory_order_relaxed);
     /* Chain per lane first, then one lock and one wake-up per lane. */
     for (size_t i = 0; i < n; i++) {
-        unsigned l = lane_of(app, items[i]);
+        unsigned l = lane_of(app, items[i], load);
         items[i]->lane = l;
-        atomic_fetch_add_explicit(&app->lane_load[l].n, 1, memory_order_relaxed);
+        load[l]++;
+        added[l]++;
         items[i]->next = NULL;
         if (tail[l] != NULL)
             tail[l]->next = items[i];
@@ -478,6 +487,7 @@ void usher_workers_dispatch(usher_app *app, usher_item **items, size_t n)
         usher_lane *lane = &app->workers[l].lane;
         if (head[l] == NULL)
             continue;
+        atomic_fetch_add_explicit(&app->lane_load[l].n, added[l], memory_order_relaxed);
         pthread_mutex_lock(&lane->lock);
         if (lane->tail != NULL)
             lane->tail->next = head[l];
