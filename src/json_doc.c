@@ -172,8 +172,9 @@ static void lex_string(parser *p)
 {
     unsigned char *b = p->b;
     size_t r = p->pos + 1, w;
-    char decode_err[48] = "";
+    char decode_err[48];
 
+    decode_err[0] = '\0';
     p->tok = TOK_INVALID;
     p->snul = false;
     w = r;
@@ -485,6 +486,22 @@ static void lex(parser *p)
     p->pos++;
 }
 
+/* lex() for the next token, with a structural character that follows the last token directly
+ * (no whitespace: compact JSON) read here, without the call. */
+static inline void next_token(parser *p)
+{
+    unsigned char c = p->b[p->pos];
+
+    if (c == ',' || c == ':' || c == '}' || c == ']') { /* (b[len] is NUL: never one of them) */
+        p->tok_start = p->pos;
+        p->tok_end = p->len;
+        p->pos++;
+        p->tok = c;
+        return;
+    }
+    lex(p);
+}
+
 /* Appends a node; NULL (error set) when out of memory. */
 static inline usher_jnode *emit(parser *p, usher_jtype type)
 {
@@ -700,7 +717,7 @@ static int parse(parser *p, unsigned flags)
     usher_jnode *n = NULL;
     usher_jframe *f = NULL;
 
-    lex(p);
+    next_token(p);
 value:
     if (p->nframes + 1 > USHER_JDOC_MAX_DEPTH) {
         set_err(p, USHER_JERR_DEPTH, p->pos, "maximum parsing depth reached");
@@ -738,7 +755,7 @@ value:
     case '{':
         if (emit(p, USHER_JOBJECT) == NULL || push(p) != 0)
             return -1;
-        lex(p);
+        next_token(p);
         if (p->tok == '}') {
             pop(p);
             goto after_value;
@@ -747,7 +764,7 @@ value:
     case '[':
         if (emit(p, USHER_JARRAY) == NULL || push(p) != 0)
             return -1;
-        lex(p);
+        next_token(p);
         if (p->tok == ']') {
             pop(p);
             goto after_value;
@@ -792,12 +809,12 @@ key:
         set_err(p, USHER_JERR_OUT_OF_MEMORY, p->pos, "out of memory");
         return -1;
     }
-    lex(p);
+    next_token(p);
     if (p->tok != ':') {
         syntax_err(p, "':' expected");
         return -1;
     }
-    lex(p);
+    next_token(p);
     goto value;
 
 after_value:
@@ -806,9 +823,9 @@ after_value:
     f = &d->frames[p->nframes - 1];
     n = &d->nodes[f->node];
     n->n++;
-    lex(p);
+    next_token(p);
     if (p->tok == ',') {
-        lex(p);
+        next_token(p);
         if (n->type == USHER_JOBJECT)
             goto key;
         if (p->tok == TOK_EOF) {
@@ -827,7 +844,7 @@ after_value:
 done:
     d->end = p->pos;
     if (!(flags & USHER_JDOC_STOP_AT_END)) {
-        lex(p);
+        next_token(p);
         if (p->tok != TOK_EOF) {
             set_err(p, USHER_JERR_END_OF_INPUT_EXPECTED, p->pos, "end of file expected");
             return -1;
