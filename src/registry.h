@@ -5,6 +5,7 @@
 #ifndef USHER_REGISTRY_H
 #define USHER_REGISTRY_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,6 +24,8 @@ typedef struct usher_bound_handler {
     uint32_t event_mask;  /* bit (1u << type) per usher_event_type it wants */
     usher_retry_policy retry;
     long marker_ttl_s;    /* [handler.NAME] marker_ttl_s */
+    atomic_bool checks_markers; /* it has called usher_once_done_before: workers read its
+                                   markers ahead of its calls (worker.c) */
     void *dl;             /* dlopen handle, NULL when built in */
 } usher_bound_handler;
 

@@ -43,6 +43,8 @@ struct usher_ctx {
     const usher_bound_handler *b;
     char reason[128];
     int64_t retry_after_ms;
+    int marker_ahead;         /* the event's marker, read before the call (read_markers):
+                                 1 absent, 2 present; 0 not read (usher_once_done_before asks) */
 };
 
 /* One handler call of an attempt. */
@@ -80,6 +82,11 @@ struct usher_worker {
     bool fan_quit;
     bool runners_failed;      /* a runner thread could not be started: no more tries */
     usher_call *calls;        /* one per handler: the calls of the current attempt */
+    /* Markers asked for ahead on runner 1's connection (see process): of the first event of
+     * record ahead_rec, for the handlers ahead_h[0..ahead_n). */
+    const void *ahead_rec;
+    size_t *ahead_h;
+    size_t ahead_n;
     uint64_t rng;
     /* Metrics not yet written to Redis: per handler, plus dead letters by reason. */
     long long (*metrics)[M_COUNT];
@@ -287,7 +294,14 @@ static redisReply *once_command(usher_ctx *ctx, const usher_event *ev, const cha
 
 int usher_once_done_before(usher_ctx *ctx, const usher_event *ev)
 {
-    redisReply *r = once_command(ctx, ev, "EXISTS");
+    redisReply *r = NULL;
+
+    /* (the flag lives in the shared registry; setting it is the only write) */
+    atomic_store_explicit(&((usher_bound_handler *)ctx->b)->checks_markers, true,
+                          memory_order_relaxed);
+    if (ctx->marker_ahead != 0)
+        return ctx->marker_ahead == 2;
+    r = once_command(ctx, ev, "EXISTS");
     int rc = r != NULL && r->type == REDIS_REPLY_INTEGER ? r->integer > 0 : -1;
 
     if (r != NULL)
@@ -318,6 +332,69 @@ int usher_once_mark(usher_ctx *ctx, const usher_event *ev, long ttl_seconds)
         return -1;
     }
     return 0;
+}
+
+/* Markers read ahead in one MGET, at most this many per event. */
+#define MAX_AHEAD 16
+
+/* Sends, on conn, one MGET of ev's markers for those of calls[0..n) whose handlers check
+ * theirs (usher_once_done_before); their handler indices go to hs[]. Returns how many were
+ * asked for (0: nothing sent, also when Redis is unreachable); read_markers reads the reply. */
+static size_t send_markers(usher_conn *conn, const usher_call *calls, size_t n,
+                           const usher_event *ev, size_t *hs)
+{
+    char keys[MAX_AHEAD][512];
+    const char *argv[MAX_AHEAD + 1] = { "MGET" };
+    size_t lens[MAX_AHEAD + 1] = { 4 }, k = 0;
+    usher_ctx ctx = { .conn = conn };
+    redisContext *c = NULL;
+
+    for (size_t i = 0; i < n && k < MAX_AHEAD; i++) {
+        usher_ctx kc = { .conn = conn, .b = calls[i].ctx.b };
+        if (!atomic_load_explicit(&calls[i].ctx.b->checks_markers, memory_order_relaxed))
+            continue;
+        once_key(&kc, ev, keys[k], sizeof(keys[k]));
+        argv[k + 1] = keys[k];
+        lens[k + 1] = strlen(keys[k]);
+        hs[k++] = calls[i].h;
+    }
+    if (k == 0 || (c = usher_redis(&ctx)) == NULL)
+        return 0;
+    if (redisAppendCommandArgv(c, (int)k + 1, argv, lens) != REDIS_OK)
+        return 0;
+    for (int done = 0; !done;) {
+        if (redisBufferWrite(c, &done) != REDIS_OK) {
+            usher_redis_broken(&ctx);
+            return 0;
+        }
+    }
+    return k;
+}
+
+/* Reads the reply to send_markers (k markers, of the handlers hs[]) on conn and sets
+ * marker_ahead in the calls[0..n) of those handlers; on an error they stay unread (0) and the
+ * handlers ask Redis themselves. */
+static void read_markers(usher_conn *conn, usher_call *calls, size_t n, const size_t *hs,
+                         size_t k)
+{
+    usher_ctx ctx = { .conn = conn };
+    redisReply *r = NULL;
+
+    if (k == 0 || conn->redis == NULL)
+        return;
+    if (redisGetReply(conn->redis, (void **)&r) != REDIS_OK) {
+        usher_redis_broken(&ctx);
+        return;
+    }
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == k) {
+        for (size_t j = 0; j < k; j++) {
+            int t = r->element[j]->type;
+            for (size_t i = 0; i < n && (t == REDIS_REPLY_NIL || t == REDIS_REPLY_STRING); i++)
+                if (calls[i].h == hs[j])
+                    calls[i].ctx.marker_ahead = t == REDIS_REPLY_NIL ? 1 : 2;
+        }
+    }
+    freeReplyObject(r);
 }
 
 /* --- metrics ---------------------------------------------------------------------------- */
@@ -737,27 +814,43 @@ static void fan_out(usher_worker *w, usher_call *calls, size_t n)
 
 static void batch_pass(usher_worker *w, record *recs, size_t n);
 
+/* Fills calls[] with the per-event handler calls event e of r still needs; returns how many. */
+static size_t event_calls(usher_worker *w, const record *r, size_t e, usher_call *calls)
+{
+    const usher_registry *reg = w->app->reg;
+    const usher_event *ev = &r->batch.events[e];
+    size_t n = 0;
+
+    for (size_t h = 0; h < reg->count; h++) {
+        const usher_bound_handler *b = &reg->items[h];
+        if (r->done[e * reg->count + h] || !usher_bound_wants(b, ev->type) ||
+            b->h->handle_batch != NULL)
+            continue;
+        calls[n++] = (usher_call){ .ctx = { .b = b }, .ev = ev, .h = h };
+    }
+    return n;
+}
+
 /* Makes one attempt at every unfinished (event, handler) pair of r. Batch handlers go first,
  * through the batch pass (so a record's events reach them together, retries included), unless
  * skip_batch says the batch pass already made this attempt for them; then the per-event
  * handlers of each event run concurrently, and events one after another, so ordering holds
- * per handler. */
+ * per handler. Before two or more calls, the markers of the handlers that check theirs are
+ * read in one round trip (or were read ahead, see process) instead of one in each call. */
 static void attempt(usher_worker *w, record *r, bool skip_batch)
 {
-    const usher_registry *reg = w->app->reg;
     usher_call *calls = w->calls;
 
     if (!skip_batch)
         batch_pass(w, r, 1);
     for (size_t e = 0; e < r->batch.count; e++) {
-        const usher_event *ev = &r->batch.events[e];
-        size_t n = 0;
-        for (size_t h = 0; h < reg->count; h++) {
-            const usher_bound_handler *b = &reg->items[h];
-            if (r->done[e * reg->count + h] || !usher_bound_wants(b, ev->type) ||
-                b->h->handle_batch != NULL)
-                continue;
-            calls[n++] = (usher_call){ .ctx = { .b = b }, .ev = ev, .h = h };
+        size_t n = event_calls(w, r, e, calls);
+        if (e == 0 && w->ahead_rec == r) {
+            read_markers(&w->runners[0].conn, calls, n, w->ahead_h, w->ahead_n);
+            w->ahead_rec = NULL;
+        } else if (n >= 2) {
+            size_t k = send_markers(&w->conn, calls, n, calls[0].ev, w->ahead_h);
+            read_markers(&w->conn, calls, n, w->ahead_h, k);
         }
         fan_out(w, calls, n);
         for (size_t k = 0; k < n; k++) { /* in handler order, as apply() expects */
@@ -984,6 +1077,15 @@ out:
     free(at);
 }
 
+/* True when a handler of reg is a batch handler. */
+static bool has_batch_handler(const usher_registry *reg)
+{
+    for (size_t h = 0; h < reg->count; h++)
+        if (reg->items[h].h->handle_batch != NULL)
+            return true;
+    return false;
+}
+
 /* Zeroed room for r's done and hfailed flags: its own buffer when n bytes fit. */
 static unsigned char *done_alloc(record *r, size_t n)
 {
@@ -1037,12 +1139,28 @@ static void process(usher_worker *w, usher_item **items, size_t n)
         }
         m++;
     }
+    /* While the batch pass runs, the markers of the first record's first event are read on
+     * runner 1's connection (idle until the fan-out), so that round trip costs no time. */
+    for (size_t i = 0; i < m && has_batch_handler(app->reg); i++) {
+        if (recs[i].rejected)
+            continue;
+        size_t n = recs[i].batch.count > 0 ? event_calls(w, &recs[i], 0, w->calls) : 0;
+        if (n >= 2 && ensure_runners(w, n - 1) >= 1 &&
+            (w->ahead_n = send_markers(&w->runners[0].conn, w->calls, n, w->calls[0].ev,
+                                       w->ahead_h)) > 0)
+            w->ahead_rec = &recs[i];
+        break;
+    }
     batch_pass(w, recs, m);
     for (size_t i = 0; i < m; i++) {
         finish_record(w, &recs[i]);
         if (recs[i].done != recs[i].done_buf)
             free(recs[i].done);
         usher_batch_release(&recs[i].batch);
+    }
+    if (w->ahead_rec != NULL) { /* (not used: its record never made attempt 1) */
+        read_markers(&w->runners[0].conn, NULL, 0, w->ahead_h, w->ahead_n);
+        w->ahead_rec = NULL;
     }
     settle(w);
 }
@@ -1098,8 +1216,9 @@ int usher_workers_start(usher_app *app, size_t n, char *errstr, size_t errstr_si
         pthread_cond_init(&w->fan_done, NULL);
         w->metrics = calloc(app->reg->count ? app->reg->count : 1, sizeof(*w->metrics));
         w->calls = calloc(app->reg->count ? app->reg->count : 1, sizeof(*w->calls));
+        w->ahead_h = calloc(MAX_AHEAD, sizeof(*w->ahead_h));
         w->runners = calloc(app->reg->count ? app->reg->count : 1, sizeof(*w->runners));
-        if (w->metrics == NULL || w->calls == NULL || w->runners == NULL)
+        if (w->metrics == NULL || w->calls == NULL || w->ahead_h == NULL || w->runners == NULL)
             goto oom;
     }
     for (size_t i = 0; i < n; i++) {
@@ -1133,6 +1252,7 @@ void usher_workers_join(usher_app *app)
         conn_free(&w->conn);
         free(w->metrics);
         free(w->calls);
+        free(w->ahead_h);
         free(w->runners);
         pthread_mutex_destroy(&w->lane.lock);
         pthread_cond_destroy(&w->lane.cond);
