@@ -96,7 +96,7 @@ struct usher_worker {
     int64_t timings_flushed_at; /* when calls and busy_us were last written */
     int handlers_announced;
     /* Records done but not yet released: released by settle(), after their metrics are
-     * written, so that a committed record's metrics are in Redis too. */
+     * sent, so that a committed record's metrics are on their way to Redis too. */
     usher_item *done[MAX_TAKE];
     size_t ndone;
 };
@@ -158,6 +158,10 @@ void usher_item_finish(usher_app *app, usher_item *it, bool done)
 /* Drops c's Redis connection (it is reconnected on next use). */
 static void conn_drop_redis(usher_conn *c)
 {
+    if (c->unread > 0)
+        usher_warn("%s: Redis connection dropped before it confirmed %d write(s) sent earlier "
+                   "(idempotency markers, metrics): a later redelivery may repeat the side "
+                   "effects of those events, and metrics may miss them", c->name, c->unread);
     if (c->redis != NULL)
         redisFree(c->redis);
     c->redis = NULL;
@@ -172,10 +176,7 @@ static void conn_read_owed(usher_conn *c)
     while (c->redis != NULL && c->unread > 0) {
         redisReply *r = NULL;
         if (redisGetReply(c->redis, (void **)&r) != REDIS_OK) {
-            usher_warn("%s: Redis connection lost before it confirmed %d write(s) sent earlier "
-                       "(idempotency markers, metrics): a later redelivery may repeat the side "
-                       "effects of those events, and metrics may miss them", c->name, c->unread);
-            conn_drop_redis(c);
+            conn_drop_redis(c); /* (warns about the unconfirmed writes) */
             return;
         }
         if (r->type == REDIS_REPLY_ERROR)
@@ -296,9 +297,10 @@ int usher_once_done_before(usher_ctx *ctx, const usher_event *ev)
 {
     redisReply *r = NULL;
 
-    /* (the flag lives in the shared registry; setting it is the only write) */
-    atomic_store_explicit(&((usher_bound_handler *)ctx->b)->checks_markers, true,
-                          memory_order_relaxed);
+    /* (the flag lives in the shared registry, read by every worker: written once) */
+    if (!atomic_load_explicit(&ctx->b->checks_markers, memory_order_relaxed))
+        atomic_store_explicit(&((usher_bound_handler *)ctx->b)->checks_markers, true,
+                              memory_order_relaxed);
     if (ctx->marker_ahead != 0)
         return ctx->marker_ahead == 2;
     r = once_command(ctx, ev, "EXISTS");
@@ -337,11 +339,14 @@ int usher_once_mark(usher_ctx *ctx, const usher_event *ev, long ttl_seconds)
 /* Markers read ahead in one MGET, at most this many per event. */
 #define MAX_AHEAD 16
 
-/* Sends, on conn, one MGET of ev's markers for those of calls[0..n) whose handlers check
- * theirs (usher_once_done_before); their handler indices go to hs[]. Returns how many were
- * asked for (0: nothing sent, also when Redis is unreachable); read_markers reads the reply. */
-static size_t send_markers(usher_conn *conn, const usher_call *calls, size_t n,
-                           const usher_event *ev, size_t *hs)
+/* Sends, on w's connection conn, one MGET of ev's markers for those of calls[0..n) whose
+ * handlers check theirs (usher_once_done_before), if there are at least min_k; their handler
+ * indices go to hs[]. Returns how many were asked for (0: nothing sent, also when Redis is
+ * unreachable); read_markers reads the reply. Call it only while w's runners are idle: it
+ * first reads the replies owed on all of w's connections, so that every marker written by an
+ * earlier call (on whichever connection) is in Redis before the MGET reads it. */
+static size_t send_markers(usher_worker *w, usher_conn *conn, const usher_call *calls,
+                           size_t n, const usher_event *ev, size_t *hs, size_t min_k)
 {
     char keys[MAX_AHEAD][512];
     const char *argv[MAX_AHEAD + 1] = { "MGET" };
@@ -358,7 +363,12 @@ static size_t send_markers(usher_conn *conn, const usher_call *calls, size_t n,
         lens[k + 1] = strlen(keys[k]);
         hs[k++] = calls[i].h;
     }
-    if (k == 0 || (c = usher_redis(&ctx)) == NULL)
+    if (k == 0 || k < min_k)
+        return 0;
+    conn_read_owed(&w->conn);
+    for (size_t i = 0; i < w->nrunners; i++)
+        conn_read_owed(&w->runners[i].conn);
+    if ((c = usher_redis(&ctx)) == NULL)
         return 0;
     if (redisAppendCommandArgv(c, (int)k + 1, argv, lens) != REDIS_OK)
         return 0;
@@ -419,7 +429,9 @@ static void count_reason(usher_worker *w, const char *reason)
  * which settle() must send before it releases their records; the call timings (calls,
  * busy_us) only with all set or every 250 ms, so that a worker finishing one record at a time
  * does not write three counters per handler for each. Metrics are best effort: when Redis is
- * down they stay pending and go out with the next successful flush. */
+ * down (or the write fails) they stay pending and go out with the next flush; once written to
+ * the connection they are cleared, and a connection lost before Redis read them loses them
+ * (with a warning). */
 static void flush_metrics(usher_worker *w, bool all)
 {
     usher_app *app = w->app;
@@ -439,24 +451,24 @@ static void flush_metrics(usher_worker *w, bool all)
     if (c == NULL)
         return;
     sent = 0;
+    /* (sent counts the commands appended: each owes a reply) */
     if (!w->handlers_announced) {
-        for (size_t h = 0; h < app->reg->count; h++, sent++)
-            redisAppendCommand(c, "SADD %s:handlers %s", prefix, app->reg->items[h].h->name);
+        for (size_t h = 0; h < app->reg->count; h++)
+            sent += redisAppendCommand(c, "SADD %s:handlers %s", prefix,
+                                       app->reg->items[h].h->name) == REDIS_OK;
     }
     for (size_t h = 0; h < app->reg->count; h++)
         for (int m = 0; m < upto; m++)
-            if (w->metrics[h][m] != 0) {
-                redisAppendCommand(c, "HINCRBY %s:handler:%s %s %lld", prefix,
-                                   app->reg->items[h].h->name, metric_names[m], w->metrics[h][m]);
-                sent++;
-            }
-    if (w->dead_letters != 0) {
-        redisAppendCommand(c, "INCRBY %s:dead_lettered %lld", prefix, w->dead_letters);
-        sent++;
-    }
-    for (size_t i = 0; i < w->reason_count; i++, sent++)
-        redisAppendCommand(c, "HINCRBY %s:dead_letter_reasons %s %lld", prefix,
-                           w->reasons[i].reason, w->reasons[i].n);
+            if (w->metrics[h][m] != 0)
+                sent += redisAppendCommand(c, "HINCRBY %s:handler:%s %s %lld", prefix,
+                                           app->reg->items[h].h->name, metric_names[m],
+                                           w->metrics[h][m]) == REDIS_OK;
+    if (w->dead_letters != 0)
+        sent += redisAppendCommand(c, "INCRBY %s:dead_lettered %lld", prefix,
+                                   w->dead_letters) == REDIS_OK;
+    for (size_t i = 0; i < w->reason_count; i++)
+        sent += redisAppendCommand(c, "HINCRBY %s:dead_letter_reasons %s %lld", prefix,
+                                   w->reasons[i].reason, w->reasons[i].n) == REDIS_OK;
     for (int done = 0; !done;) {
         if (redisBufferWrite(c, &done) != REDIS_OK) {
             usher_redis_broken(&ctx);
@@ -848,8 +860,8 @@ static void attempt(usher_worker *w, record *r, bool skip_batch)
         if (e == 0 && w->ahead_rec == r) {
             read_markers(&w->runners[0].conn, calls, n, w->ahead_h, w->ahead_n);
             w->ahead_rec = NULL;
-        } else if (n >= 2) {
-            size_t k = send_markers(&w->conn, calls, n, calls[0].ev, w->ahead_h);
+        } else if (n >= 2) { /* (one MGET for two or more: it saves a round trip) */
+            size_t k = send_markers(w, &w->conn, calls, n, calls[0].ev, w->ahead_h, 2);
             read_markers(&w->conn, calls, n, w->ahead_h, k);
         }
         fan_out(w, calls, n);
@@ -1140,16 +1152,15 @@ static void process(usher_worker *w, usher_item **items, size_t n)
         m++;
     }
     /* While the batch pass runs, the markers of the first record's first event are read on
-     * runner 1's connection (idle until the fan-out), so that round trip costs no time. */
-    for (size_t i = 0; i < m && has_batch_handler(app->reg); i++) {
-        if (recs[i].rejected)
-            continue;
-        size_t n = recs[i].batch.count > 0 ? event_calls(w, &recs[i], 0, w->calls) : 0;
+     * runner 1's connection (idle until the fan-out), so that round trip costs no time. Only
+     * when that record is the batch's first: nothing else may run between the read and the
+     * record's calls (a rejected record before it can wait long to be dead-lettered). */
+    if (m > 0 && !recs[0].rejected && recs[0].batch.count > 0 && has_batch_handler(app->reg)) {
+        size_t n = event_calls(w, &recs[0], 0, w->calls);
         if (n >= 2 && ensure_runners(w, n - 1) >= 1 &&
-            (w->ahead_n = send_markers(&w->runners[0].conn, w->calls, n, w->calls[0].ev,
-                                       w->ahead_h)) > 0)
-            w->ahead_rec = &recs[i];
-        break;
+            (w->ahead_n = send_markers(w, &w->runners[0].conn, w->calls, n, w->calls[0].ev,
+                                       w->ahead_h, 1)) > 0)
+            w->ahead_rec = &recs[0];
     }
     batch_pass(w, recs, m);
     for (size_t i = 0; i < m; i++) {

@@ -198,9 +198,10 @@ usher_result usher_smtp_send(usher_ctx *ctx, const usher_mail *m);
 
 /* Before an external side effect: returns 1 if this handler already completed this event id
  * (skip the side effect and return USHER_OK), 0 if not, -1 if Redis is unreachable (return
- * USHER_RETRY). Once a handler has called it, usher reads the marker of each of its calls just
- * before the call, together with the other handlers' of the same event in one round trip, and
- * answers from that without asking Redis again. */
+ * USHER_RETRY). Once a handler has called it, usher may read the marker ahead, with the other
+ * handlers' of the same event in one round trip (before the event's calls, or for a batch's
+ * first record while the batch handlers run), after every marker written earlier: it then
+ * answers from that, so a second call within the same handle() answers as the first did. */
 int usher_once_done_before(usher_ctx *ctx, const usher_event *ev);
 /* After the side effect succeeded: records it for ttl_seconds (0 = the section's marker_ttl_s,
  * 30 days unless configured). The write is sent at once but its reply is read with the

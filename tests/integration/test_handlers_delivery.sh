@@ -4,7 +4,8 @@
 # the right address, with the user's name in To, Subject and body, or "there" when the format
 # carries no name), 500 Slack posts (one per user, JSON with text + mrkdwn block) and 500 HubSpot
 # upserts (keyed by e-mail, bearer token, first/last name). Then a second group with the same
-# key_prefix re-reads every record (a redelivery): nothing is sent a second time.
+# key_prefix re-reads every record (a redelivery): nothing is sent a second time; nor when the
+# same event comes in two consecutive records.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 it_init handlers_delivery
 
@@ -142,6 +143,18 @@ stats_json "$T/usher2.conf" "$T/stats2.json"
 ok="$(jq '.handlers.welcome_email.ok' "$T/stats2.json")"
 [ "$ok" = $((2 * N)) ] || fail "welcome_email ok = $ok after the re-read, expected $((2 * N)) (the second group must have seen every event)"
 log "re-read by a second group: still exactly $N of each"
+
+# Back to back: the same event in two consecutive records (an IdP retrying its webhook), new to
+# this key prefix. The second must see the markers the first wrote, whichever thread wrote
+# them: one e-mail, one Slack post, one CRM upsert.
+dup="$FIXTURES/auth0-action/post-user-registration.full-event.json"
+slack0="$(http_count "$IT_SLACK_PATH" any)" crm0="$(http_count "$IT_CRM_PATH" any)"
+for _ in 1 2; do tk produce-file -b "$KAFKA_BOOTSTRAP" -t "$TOPIC" -f "$dup" -k dup-key; done
+wait_at_end 60 "$USHER_PID"
+got="$(mail_count) $(( $(http_count "$IT_SLACK_PATH" any) - slack0 )) $(( $(http_count "$IT_CRM_PATH" any) - crm0 ))"
+[ "$got" = "$((N + 1)) 1 1" ] ||
+  fail "after the same event twice: e-mails, new Slack posts, new CRM upserts = $got, expected $((N + 1)) 1 1"
+log "the same event in two consecutive records: one e-mail, one Slack post, one CRM upsert"
 usher_stop "$USHER_PID" 15
 [ "$STOP_RC" = 0 ] || fail "usher exited $STOP_RC after SIGTERM, expected 0"
 it_pass
