@@ -84,7 +84,7 @@ struct usher_worker {
     usher_call *calls;        /* one per handler: the calls of the current attempt */
     /* Markers asked for ahead on runner 1's connection (see process): of the first event of
      * record ahead_rec, for the handlers ahead_h[0..ahead_n). */
-    const void *ahead_rec;
+    const struct record *ahead_rec;
     size_t *ahead_h;
     size_t ahead_n;
     uint64_t rng;
@@ -311,6 +311,19 @@ int usher_once_done_before(usher_ctx *ctx, const usher_event *ev)
     return rc;
 }
 
+/* Writes out what was appended to c, ctx's connection, without reading the replies. Returns
+ * false, with the connection dropped, on an I/O error. */
+static bool send_appended(usher_ctx *ctx, redisContext *c)
+{
+    for (int done = 0; !done;) {
+        if (redisBufferWrite(c, &done) != REDIS_OK) {
+            usher_redis_broken(ctx);
+            return false;
+        }
+    }
+    return true;
+}
+
 int usher_once_mark(usher_ctx *ctx, const usher_event *ev, long ttl_seconds)
 {
     redisContext *c = usher_redis(ctx);
@@ -321,12 +334,10 @@ int usher_once_mark(usher_ctx *ctx, const usher_event *ev, long ttl_seconds)
         once_key(ctx, ev, key, sizeof(key));
         sent = redisAppendCommand(c, "SET %s 1 EX %ld", key,
                                   ttl_seconds > 0 ? ttl_seconds : ctx->b->marker_ttl_s) == REDIS_OK;
-        for (int done = 0; sent && !done;)
-            sent = redisBufferWrite(c, &done) == REDIS_OK;
-        if (sent)
-            ctx->conn->unread++; /* read before the connection's next command */
-        else
+        if (!sent)
             usher_redis_broken(ctx);
+        else if ((sent = send_appended(ctx, c)))
+            ctx->conn->unread++; /* read before the connection's next command */
     }
     if (!sent) {
         usher_ctx_log(ctx, USHER_LOG_WARN, "event %s is done but could not be marked in Redis; "
@@ -370,14 +381,8 @@ static size_t send_markers(usher_worker *w, usher_conn *conn, const usher_call *
         conn_read_owed(&w->runners[i].conn);
     if ((c = usher_redis(&ctx)) == NULL)
         return 0;
-    if (redisAppendCommandArgv(c, (int)k + 1, argv, lens) != REDIS_OK)
+    if (redisAppendCommandArgv(c, (int)k + 1, argv, lens) != REDIS_OK || !send_appended(&ctx, c))
         return 0;
-    for (int done = 0; !done;) {
-        if (redisBufferWrite(c, &done) != REDIS_OK) {
-            usher_redis_broken(&ctx);
-            return 0;
-        }
-    }
     return k;
 }
 
@@ -469,12 +474,8 @@ static void flush_metrics(usher_worker *w, bool all)
     for (size_t i = 0; i < w->reason_count; i++)
         sent += redisAppendCommand(c, "HINCRBY %s:dead_letter_reasons %s %lld", prefix,
                                    w->reasons[i].reason, w->reasons[i].n) == REDIS_OK;
-    for (int done = 0; !done;) {
-        if (redisBufferWrite(c, &done) != REDIS_OK) {
-            usher_redis_broken(&ctx);
-            return; /* nothing is cleared: a partial write may be repeated, never lost */
-        }
-    }
+    if (!send_appended(&ctx, c))
+        return; /* nothing is cleared: a partial write may be repeated, never lost */
     w->conn.unread += sent;
     w->handlers_announced = 1;
     for (size_t h = 0; h < app->reg->count; h++)
