@@ -395,7 +395,7 @@ int usher_item_read_headers(usher_item *it)
     rd_kafka_headers_t *hdrs = NULL;
     size_t nh = 0;
 
-    if (it->headers_read)
+    if (it->headers != NULL)
         return 0;
     if (rd_kafka_message_headers(it->msg, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR)
         nh = rd_kafka_header_cnt(hdrs);
@@ -410,7 +410,6 @@ int usher_item_read_headers(usher_item *it)
             it->meta.header_count++;
     }
     it->meta.headers = it->headers;
-    it->headers_read = true;
     return 0;
 }
 

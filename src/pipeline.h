@@ -31,8 +31,8 @@ typedef struct usher_item {
     int dlq_attempts;         /* dead-letter produce attempts */
     int keyslot;              /* ordering = key: the key's slot in app->keyslots, or -1 */
     unsigned lane;            /* the worker whose lane it went to */
-    bool headers_read;        /* meta.headers is filled (usher_item_read_headers) */
-    usher_header *headers;    /* meta.headers: inline_headers, or allocated when more */
+    usher_header *headers;    /* meta.headers once read (usher_item_read_headers), else NULL:
+                                 inline_headers, or allocated when more */
     usher_header inline_headers[4]; /* names and values point into msg */
 } usher_item;
 
