@@ -295,6 +295,12 @@ typedef struct group {
     size_t at_u, at;   /* where its next event with / without a user id goes in order[] */
 } group;
 
+/* True when ev names its user (a PFADD argument). */
+static bool has_user(const usher_event *ev)
+{
+    return ev->user.id != NULL && ev->user.id[0] != '\0';
+}
+
 /* The index of the fence for (topic, partition, block) in f[0..*n), added when new. */
 static size_t fence_of(fence *f, size_t *n, const char *prefix, const char *topic,
                        int32_t partition, int64_t block)
@@ -379,7 +385,7 @@ static void handle_batch(usher_ctx *ctx, const usher_event *const *events, size_
             ng++;
         }
         groups[g].n++;
-        groups[g].u += events[i]->user.id != NULL && events[i]->user.id[0] != '\0';
+        groups[g].u += has_user(events[i]);
         ev_group[i] = g;
     }
     /* never delete a block this batch writes (cannot happen: records in flight are at or
@@ -408,7 +414,7 @@ static void handle_batch(usher_ctx *ctx, const usher_event *const *events, size_
     }
     for (size_t i = 0; i < n; i++) {
         group *g = &groups[ev_group[i]];
-        if (events[i]->user.id != NULL && events[i]->user.id[0] != '\0')
+        if (has_user(events[i]))
             order[g->at_u++] = i;
         else
             order[g->at++] = i;
