@@ -23,6 +23,8 @@ static const char *const metric_names[M_COUNT] = { "ok", "retried", "failed", "d
                                                    "skipped", "calls", "busy_us" };
 
 #define MAX_PENDING_REASONS 16
+/* Markers read ahead in one MGET, at most this many per event. */
+#define MAX_AHEAD 16
 /* Upper bound on records a worker takes from its lane at once (one batch). */
 #define MAX_TAKE 256
 
@@ -85,8 +87,9 @@ struct usher_worker {
     /* Markers asked for ahead on runner 1's connection (see process): of the first event of
      * record ahead_rec, for the handlers ahead_h[0..ahead_n). */
     const struct record *ahead_rec;
-    size_t *ahead_h;
+    size_t ahead_h[MAX_AHEAD];
     size_t ahead_n;
+    bool has_batch;           /* a handler of the registry is a batch handler */
     uint64_t rng;
     /* Metrics not yet written to Redis: per handler, plus dead letters by reason. */
     long long (*metrics)[M_COUNT];
@@ -268,34 +271,12 @@ static void once_key(usher_ctx *ctx, const usher_event *ev, char *key, size_t n)
              ev->id ? ev->id : "");
 }
 
-/* Runs one command about the marker of ev on the worker's connection. Returns the reply, or
- * NULL when Redis is unreachable or answered an error (an I/O error drops the connection). */
-static redisReply *once_command(usher_ctx *ctx, const usher_event *ev, const char *cmd)
-{
-    redisContext *c = usher_redis(ctx);
-    redisReply *r = NULL;
-    char key[512];
-
-    if (c == NULL)
-        return NULL;
-    once_key(ctx, ev, key, sizeof(key));
-    r = redisCommand(c, "%s %s", cmd, key);
-    if (usher_redis_io_failed(c, r)) {
-        usher_redis_broken(ctx);
-        if (r != NULL)
-            freeReplyObject(r);
-        return NULL;
-    }
-    if (r->type == REDIS_REPLY_ERROR) {
-        freeReplyObject(r);
-        return NULL;
-    }
-    return r;
-}
-
 int usher_once_done_before(usher_ctx *ctx, const usher_event *ev)
 {
+    redisContext *c = NULL;
     redisReply *r = NULL;
+    char key[512];
+    int rc = -1;
 
     /* (the flag lives in the shared registry, read by every worker: written once) */
     if (!atomic_load_explicit(&ctx->b->checks_markers, memory_order_relaxed))
@@ -303,9 +284,14 @@ int usher_once_done_before(usher_ctx *ctx, const usher_event *ev)
                               memory_order_relaxed);
     if (ctx->marker_ahead != 0)
         return ctx->marker_ahead == 2;
-    r = once_command(ctx, ev, "EXISTS");
-    int rc = r != NULL && r->type == REDIS_REPLY_INTEGER ? r->integer > 0 : -1;
-
+    if ((c = usher_redis(ctx)) == NULL)
+        return -1;
+    once_key(ctx, ev, key, sizeof(key));
+    r = redisCommand(c, "EXISTS %s", key);
+    if (usher_redis_io_failed(c, r))
+        usher_redis_broken(ctx); /* (an error reply is -1 too, the connection kept) */
+    else if (r->type == REDIS_REPLY_INTEGER)
+        rc = r->integer > 0;
     if (r != NULL)
         freeReplyObject(r);
     return rc;
@@ -346,9 +332,6 @@ int usher_once_mark(usher_ctx *ctx, const usher_event *ev, long ttl_seconds)
     }
     return 0;
 }
-
-/* Markers read ahead in one MGET, at most this many per event. */
-#define MAX_AHEAD 16
 
 /* Sends, on w's connection conn, one MGET of ev's markers for those of calls[0..n) whose
  * handlers check theirs (usher_once_done_before), if there are at least min_k; their handler
@@ -1090,15 +1073,6 @@ out:
     free(at);
 }
 
-/* True when a handler of reg is a batch handler. */
-static bool has_batch_handler(const usher_registry *reg)
-{
-    for (size_t h = 0; h < reg->count; h++)
-        if (reg->items[h].h->handle_batch != NULL)
-            return true;
-    return false;
-}
-
 /* Zeroed room for r's done and hfailed flags: its own buffer when n bytes fit. */
 static unsigned char *done_alloc(record *r, size_t n)
 {
@@ -1156,7 +1130,7 @@ static void process(usher_worker *w, usher_item **items, size_t n)
      * runner 1's connection (idle until the fan-out), so that round trip costs no time. Only
      * when that record is the batch's first: nothing else may run between the read and the
      * record's calls (a rejected record before it can wait long to be dead-lettered). */
-    if (m > 0 && !recs[0].rejected && recs[0].batch.count > 0 && has_batch_handler(app->reg)) {
+    if (m > 0 && !recs[0].rejected && recs[0].batch.count > 0 && w->has_batch) {
         size_t n = event_calls(w, &recs[0], 0, w->calls);
         if (n >= 2 && ensure_runners(w, n - 1) >= 1 &&
             (w->ahead_n = send_markers(w, &w->runners[0].conn, w->calls, n, w->calls[0].ev,
@@ -1228,10 +1202,11 @@ int usher_workers_start(usher_app *app, size_t n, char *errstr, size_t errstr_si
         pthread_cond_init(&w->fan_done, NULL);
         w->metrics = calloc(app->reg->count ? app->reg->count : 1, sizeof(*w->metrics));
         w->calls = calloc(app->reg->count ? app->reg->count : 1, sizeof(*w->calls));
-        w->ahead_h = calloc(MAX_AHEAD, sizeof(*w->ahead_h));
         w->runners = calloc(app->reg->count ? app->reg->count : 1, sizeof(*w->runners));
-        if (w->metrics == NULL || w->calls == NULL || w->ahead_h == NULL || w->runners == NULL)
+        if (w->metrics == NULL || w->calls == NULL || w->runners == NULL)
             goto oom;
+        for (size_t h = 0; h < app->reg->count; h++)
+            w->has_batch |= app->reg->items[h].h->handle_batch != NULL;
     }
     for (size_t i = 0; i < n; i++) {
         if (pthread_create(&app->workers[i].thread, NULL, worker_main, &app->workers[i]) != 0) {
@@ -1264,7 +1239,6 @@ void usher_workers_join(usher_app *app)
         conn_free(&w->conn);
         free(w->metrics);
         free(w->calls);
-        free(w->ahead_h);
         free(w->runners);
         pthread_mutex_destroy(&w->lane.lock);
         pthread_cond_destroy(&w->lane.cond);
