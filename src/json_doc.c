@@ -38,6 +38,12 @@ enum {
     TOK_NULL
 };
 
+/* A key of an open object: its tag (key_tag, for the duplicate check) and its key node. */
+struct usher_jkey {
+    uint64_t tag;
+    uint32_t node;
+};
+
 struct usher_jframe {
     uint32_t node;   /* the open container */
     uint32_t keybase; /* its keys start here in the document's key stack */
@@ -51,7 +57,7 @@ typedef struct parser {
     unsigned char *b;        /* d->buf: the copy, with a NUL at b[len] */
     size_t len, pos;         /* pos: bytes consumed (jansson's stream position) */
     size_t nframes;
-    size_t keytop;           /* keys on the document's key stack (keytags, keynodes) */
+    size_t keytop;           /* keys on the document's key stack (d->keys) */
     uint64_t ktag;           /* has_key: the tag of the key it checked */
     int tok;
     size_t tok_start, tok_end; /* the current token's bytes */
@@ -612,8 +618,8 @@ static bool has_key(parser *p, usher_jframe *f)
     p->ktag = key_tag(p->str, p->slen);
     if (obj->n <= DUP_LINEAR_MAX) {
         for (size_t k = f->keybase; k < p->keytop; k++) {
-            const usher_jnode *o = &nodes[d->keynodes[k]];
-            if (d->keytags[k] == p->ktag && o->n == p->slen &&
+            const usher_jnode *o = &nodes[d->keys[k].node];
+            if (d->keys[k].tag == p->ktag && o->n == p->slen &&
                 memcmp(o->v.s, p->str, p->slen) == 0)
                 return true;
         }
@@ -637,19 +643,13 @@ static int add_key(parser *p, usher_jframe *f, uint32_t k)
 
     if (p->keytop == d->keycap) {
         size_t cap = d->keycap ? d->keycap * 2 : 64;
-        uint64_t *nt = realloc(d->keytags, cap * sizeof(*nt));
-        if (nt == NULL)
+        usher_jkey *nk = realloc(d->keys, cap * sizeof(*nk));
+        if (nk == NULL)
             return -1;
-        d->keytags = nt;
-        uint32_t *nn = realloc(d->keynodes, cap * sizeof(*nn));
-        if (nn == NULL)
-            return -1;
-        d->keynodes = nn;
+        d->keys = nk;
         d->keycap = cap;
     }
-    d->keytags[p->keytop] = p->ktag;
-    d->keynodes[p->keytop] = k;
-    p->keytop++;
+    d->keys[p->keytop++] = (usher_jkey){ .tag = p->ktag, .node = k };
     if (obj->n < DUP_LINEAR_MAX)
         return 0;
     if (f->table == NULL || (obj->n + 1u) * 2u > f->tcap) {
@@ -866,8 +866,7 @@ void usher_jdoc_free(usher_jdoc *d)
     free(d->nodes);
     free(d->buf);
     free(d->frames);
-    free(d->keytags);
-    free(d->keynodes);
+    free(d->keys);
     memset(d, 0, sizeof(*d));
 }
 
@@ -876,10 +875,8 @@ void usher_jdoc_trim(usher_jdoc *d)
     free(d->frames);
     d->frames = NULL;
     d->framecap = 0;
-    free(d->keytags);
-    free(d->keynodes);
-    d->keytags = NULL;
-    d->keynodes = NULL;
+    free(d->keys);
+    d->keys = NULL;
     d->keycap = 0;
     if (d->count > 0 && d->cap > d->count) {
         usher_jnode *n = realloc(d->nodes, d->count * sizeof(*n));

@@ -65,6 +65,7 @@ typedef struct usher_jerror {
 } usher_jerror;
 
 typedef struct usher_jframe usher_jframe;
+typedef struct usher_jkey usher_jkey;
 
 typedef struct usher_jdoc {
     usher_jnode *nodes; /* nodes[0] is hidden (holds the input pointer); the root is nodes[1] */
@@ -73,8 +74,7 @@ typedef struct usher_jdoc {
     size_t bufcap;
     usher_jframe *frames;
     size_t framecap;
-    uint64_t *keytags;  /* while parsing: the keys of the open objects, innermost last: */
-    uint32_t *keynodes; /* their tags (for the duplicate check) and their key nodes */
+    usher_jkey *keys;   /* while parsing: the keys of the open objects, innermost last */
     size_t keycap;
     size_t end;         /* where the value ended: bytes consumed after a successful parse */
     size_t nul_dropped; /* NUL bytes skipped right after a number or literal, as jansson does;
