@@ -49,6 +49,8 @@ struct usher_jframe {
     uint32_t keybase; /* its keys start here in the document's key stack */
     uint32_t *table; /* large objects: hash set of key node indices (0 = empty slot) */
     uint32_t tcap;   /* slots in table (a power of two) */
+    uint64_t seen[2]; /* small objects: bit (tag >> 57) set for each key's tag, so that most
+                         new keys need no scan of the tags */
 };
 
 typedef struct parser {
@@ -188,18 +190,25 @@ static void lex_string(parser *p)
         unsigned char c;
         if (w == r) { /* the common case: no escape so far, nothing to move */
             for (;;) { /* eight bytes at a time while none of them stops the run */
-                uint64_t x, q, bs;
+                uint64_t x, q, bs, stop;
                 memcpy(&x, b + r, 8); /* within the copy's padding (BUF_PAD) */
                 q = x ^ 0x2222222222222222ull;  /* '"' -> 0 */
                 bs = x ^ 0x5C5C5C5C5C5C5C5Cull; /* '\\' -> 0 */
-                if (((((q - 0x0101010101010101ull) & ~q) | ((bs - 0x0101010101010101ull) & ~bs) |
-                      ((x - 0x2020202020202020ull) & ~x) | x) &
-                     0x8080808080808080ull) != 0)
+                stop = (((q - 0x0101010101010101ull) & ~q) | ((bs - 0x0101010101010101ull) & ~bs) |
+                        ((x - 0x2020202020202020ull) & ~x) | x) &
+                       0x8080808080808080ull;
+                if (stop != 0) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+                    /* the lowest flag is exact (a borrow only flags bytes above a stop) */
+                    r += (size_t)__builtin_ctzll(stop) / 8;
+#else
+                    while (!str_stop[b[r]])
+                        r++;
+#endif
                     break;
+                }
                 r += 8;
             }
-            while (!str_stop[b[r]])
-                r++;
             w = r;
         } else {
             while (!str_stop[b[r]])
@@ -584,9 +593,10 @@ static int table_grow(usher_jframe *f, const usher_jnode *nodes)
     return 0;
 }
 
-/* A 64-bit digest of a key in the input's copy: its length and its first and last eight
- * bytes. Keys that differ only in their middle bytes share a tag; the duplicate check compares
- * the bytes on a match. */
+/* A 64-bit digest of a key in the input's copy: its length and up to its first and last
+ * eight bytes. Keys that differ only in their middle bytes share a tag; the duplicate check
+ * compares the bytes on a match. It reads only the key's own bytes: the NUL lex_string has
+ * just stored after them would stall a wider load until that store is done. */
 static uint64_t key_tag(const char *s, size_t n)
 {
     uint64_t head = 0, tail = 0;
@@ -594,13 +604,14 @@ static uint64_t key_tag(const char *s, size_t n)
     if (n >= 8) {
         memcpy(&head, s, 8);
         memcpy(&tail, s + n - 8, 8);
-    } else {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-        memcpy(&head, s, 8); /* within the copy's padding (BUF_PAD); only n bytes count */
-        head &= n > 0 ? ~0ull >> (64 - 8 * n) : 0;
-#else
-        memcpy(&head, s, n);
-#endif
+    } else if (n >= 4) {
+        uint32_t a, z;
+        memcpy(&a, s, 4);
+        memcpy(&z, s + n - 4, 4);
+        head = (uint64_t)a | (uint64_t)z << 32;
+    } else if (n > 0) {
+        head = (uint64_t)(unsigned char)s[0] | (uint64_t)(unsigned char)s[n / 2] << 8 |
+               (uint64_t)(unsigned char)s[n - 1] << 16;
     }
     head = (head ^ (uint64_t)n) * 0x9E3779B97F4A7C15ull;
     tail = (tail ^ (head >> 29)) * 0xC2B2AE3D27D4EB4Full;
@@ -617,6 +628,9 @@ static bool has_key(parser *p, usher_jframe *f)
 
     p->ktag = key_tag(p->str, p->slen);
     if (obj->n <= DUP_LINEAR_MAX) {
+        unsigned bit = (unsigned)(p->ktag >> 57);
+        if (!((f->seen[bit >> 6] >> (bit & 63)) & 1u))
+            return false;
         for (size_t k = f->keybase; k < p->keytop; k++) {
             const usher_jnode *o = &nodes[d->keys[k].node];
             if (d->keys[k].tag == p->ktag && o->n == p->slen &&
@@ -650,6 +664,7 @@ static int add_key(parser *p, usher_jframe *f, uint32_t k)
         d->keycap = cap;
     }
     d->keys[p->keytop++] = (usher_jkey){ .tag = p->ktag, .node = k };
+    f->seen[(p->ktag >> 57) >> 6] |= 1ull << ((p->ktag >> 57) & 63);
     if (obj->n < DUP_LINEAR_MAX)
         return 0;
     if (f->table == NULL || (obj->n + 1u) * 2u > f->tcap) {
@@ -679,6 +694,7 @@ static int push(parser *p)
     d->frames[p->nframes].keybase = (uint32_t)p->keytop;
     d->frames[p->nframes].table = NULL;
     d->frames[p->nframes].tcap = 0;
+    d->frames[p->nframes].seen[0] = d->frames[p->nframes].seen[1] = 0;
     p->nframes++;
     if (p->nframes > d->depth)
         d->depth = p->nframes;

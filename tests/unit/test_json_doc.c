@@ -227,6 +227,32 @@ static void test_duplicates(void **state)
             }
         }
     }
+    /* Short keys (lengths 0-9, the tag reads them in pieces): every key of one object made of
+     * the letters a and b is accepted, and a repeat of each one is found. */
+    for (int len = 0; len <= 9; len++) {
+        int keys = 1 << len;
+        for (int dup = -1; dup < keys; dup++) {
+            n = 0;
+            big[n++] = '{';
+            for (int i = 0; i <= keys; i++) {
+                int k = i < keys ? i : dup;
+                if (i == keys && dup < 0)
+                    break;
+                n += (size_t)snprintf(big + n, cap - n, "%s\"", i ? "," : "");
+                for (int b = 0; b < len; b++)
+                    big[n++] = (k >> b) & 1 ? 'b' : 'a';
+                n += (size_t)snprintf(big + n, cap - n, "\":%d", i);
+            }
+            big[n++] = '}';
+            if (dup < 0) {
+                assert_int_equal(usher_jdoc_parse(&d, big, n, 0, &e), 0);
+                assert_int_equal(usher_jobj_size(usher_jdoc_root(&d)), keys);
+            } else {
+                assert_int_not_equal(usher_jdoc_parse(&d, big, n, 0, &e), 0);
+                assert_int_equal(e.code, USHER_JERR_DUPLICATE_KEY);
+            }
+        }
+    }
     usher_jdoc_free(&d);
     free(big);
 }
