@@ -1,10 +1,8 @@
-/* transport.c — usher_http and usher_smtp_send: one HTTP/SMTP layer for every handler. */
-#include <ctype.h>
+/* transport.c — usher_http, and what it shares with usher_smtp_send (smtp.c). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include <openssl/evp.h>
 
@@ -19,8 +17,8 @@ void usher_transport_free(usher_transport *t)
 {
     if (t->http != NULL)
         curl_easy_cleanup(t->http);
-    if (t->smtp != NULL)
-        curl_easy_cleanup(t->smtp);
+    usher_smtp_close(t);
+    free(t->msg);
     free(t->body);
     memset(t, 0, sizeof(*t));
 }
@@ -68,8 +66,7 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *userdata)
     return n;
 }
 
-/* A short word for a libcurl error, for reasons and logs. */
-static const char *curl_word(CURLcode rc)
+const char *usher_curl_word(CURLcode rc)
 {
     switch (rc) {
     case CURLE_OPERATION_TIMEDOUT:
@@ -128,7 +125,7 @@ usher_result usher_http(usher_ctx *ctx, const usher_http_request *req, usher_htt
     rc = curl_easy_perform(t->http);
     if (rc != CURLE_OK) {
         r = usher_classify_curl(rc);
-        usher_set_reason(ctx, "http_%s", curl_word(rc));
+        usher_set_reason(ctx, "http_%s", usher_curl_word(rc));
         goto out;
     }
     curl_easy_getinfo(t->http, CURLINFO_RESPONSE_CODE, &status);
@@ -201,156 +198,4 @@ int usher_header_text(const char *in, int quote, char *out, size_t n)
         i += len;
     }
     return 0;
-}
-
-/* True for an address usher can put in an envelope and a header unchanged. */
-static int plain_address(const char *a)
-{
-    const char *at = a ? strchr(a, '@') : NULL;
-
-    if (at == NULL || at == a || at[1] == 0 || strlen(a) > 254)
-        return 0;
-    for (const unsigned char *p = (const unsigned char *)a; *p; p++)
-        if (*p <= 0x20 || *p == 0x7f || strchr("<>(),;:\"[]\\", *p) != NULL)
-            return 0;
-    return 1;
-}
-
-/* Copies s keeping only characters safe in a Message-ID local part. */
-static void id_safe(const char *s, char *out, size_t n)
-{
-    size_t w = 0;
-
-    for (; s && *s && w + 1 < n; s++)
-        out[w++] = isalnum((unsigned char)*s) || *s == '.' || *s == '-' || *s == '_' ? *s : '_';
-    out[w] = 0;
-}
-
-/* A copy of s with every line break as CRLF (MIME's canonical form; a bare LF would be
- * encoded as =0A). NULL when out of memory. */
-static char *to_crlf(const char *s)
-{
-    size_t n = 0, w = 0;
-    char *out;
-
-    for (const char *p = s; *p; p++)
-        n += *p == '\n' ? 2 : 1;
-    if ((out = malloc(n + 1)) == NULL)
-        return NULL;
-    for (const char *p = s; *p; p++) {
-        if (*p == '\r')
-            continue;
-        if (*p == '\n')
-            out[w++] = '\r';
-        out[w++] = *p;
-    }
-    out[w] = 0;
-    return out;
-}
-
-usher_result usher_smtp_send(usher_ctx *ctx, const usher_mail *m)
-{
-    usher_transport *t = usher_ctx_transport(ctx);
-    struct curl_slist *hdrs = NULL, *rcpt = NULL;
-    curl_mime *mime = NULL, *alt = NULL;
-    curl_mimepart *part = NULL;
-    char *text_crlf = NULL, *html_crlf = NULL;
-    usher_result r = USHER_RETRY;
-    char line[2048], text[1200], from[300], to[300], date[64], mid[300];
-    long code = 0;
-    CURLcode rc;
-    time_t now = time(NULL);
-    struct tm tm;
-
-    if (!plain_address(m->from) || !plain_address(m->to)) {
-        usher_set_reason(ctx, "invalid_address");
-        return USHER_FAIL;
-    }
-    if (t->smtp == NULL && (t->smtp = curl_easy_init()) == NULL) {
-        usher_set_reason(ctx, "smtp_init");
-        return USHER_RETRY;
-    }
-    curl_easy_reset(t->smtp);
-
-    gmtime_r(&now, &tm);
-    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
-    snprintf(line, sizeof(line), "Date: %s", date);
-    hdrs = curl_slist_append(hdrs, line);
-    if (m->from_name && *m->from_name && usher_header_text(m->from_name, 1, text, sizeof(text)) == 0)
-        snprintf(line, sizeof(line), "From: %s <%s>", text, m->from);
-    else
-        snprintf(line, sizeof(line), "From: <%s>", m->from);
-    hdrs = curl_slist_append(hdrs, line);
-    if (m->to_name && *m->to_name && usher_header_text(m->to_name, 1, text, sizeof(text)) == 0)
-        snprintf(line, sizeof(line), "To: %s <%s>", text, m->to);
-    else
-        snprintf(line, sizeof(line), "To: <%s>", m->to);
-    hdrs = curl_slist_append(hdrs, line);
-    if (usher_header_text(m->subject ? m->subject : "", 0, text, sizeof(text)) != 0)
-        text[0] = 0;
-    snprintf(line, sizeof(line), "Subject: %s", text);
-    hdrs = curl_slist_append(hdrs, line);
-    id_safe(m->message_id ? m->message_id : "", mid, sizeof(mid));
-    snprintf(line, sizeof(line), "Message-ID: <%s%s%ld@usher.invalid>", mid, mid[0] ? "." : "",
-             m->message_id ? 0L : (long)now);
-    hdrs = curl_slist_append(hdrs, line);
-
-    text_crlf = to_crlf(m->text ? m->text : "");
-    html_crlf = m->html ? to_crlf(m->html) : NULL;
-    if (text_crlf == NULL || (m->html != NULL && html_crlf == NULL)) {
-        usher_set_reason(ctx, "out_of_memory");
-        goto done;
-    }
-    mime = curl_mime_init(t->smtp);
-    alt = curl_mime_init(t->smtp);
-    part = curl_mime_addpart(alt);
-    curl_mime_data(part, text_crlf, CURL_ZERO_TERMINATED);
-    curl_mime_type(part, "text/plain; charset=UTF-8");
-    curl_mime_encoder(part, "quoted-printable");
-    if (m->html != NULL) {
-        part = curl_mime_addpart(alt);
-        curl_mime_data(part, html_crlf, CURL_ZERO_TERMINATED);
-        curl_mime_type(part, "text/html; charset=UTF-8");
-        curl_mime_encoder(part, "quoted-printable");
-    }
-    part = curl_mime_addpart(mime);
-    curl_mime_subparts(part, alt); /* mime now owns alt */
-    alt = NULL;
-    curl_mime_type(part, "multipart/alternative");
-
-    snprintf(from, sizeof(from), "<%s>", m->from);
-    snprintf(to, sizeof(to), "<%s>", m->to);
-    rcpt = curl_slist_append(rcpt, to);
-    curl_easy_setopt(t->smtp, CURLOPT_URL, m->smtp_url);
-    curl_easy_setopt(t->smtp, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
-    curl_easy_setopt(t->smtp, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(t->smtp, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
-    curl_easy_setopt(t->smtp, CURLOPT_TIMEOUT_MS, 30000L);
-    curl_easy_setopt(t->smtp, CURLOPT_USE_SSL, (long)CURLUSESSL_TRY);
-    curl_easy_setopt(t->smtp, CURLOPT_MAIL_FROM, from);
-    curl_easy_setopt(t->smtp, CURLOPT_MAIL_RCPT, rcpt);
-    curl_easy_setopt(t->smtp, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(t->smtp, CURLOPT_MIMEPOST, mime);
-    if (m->username != NULL && *m->username) {
-        curl_easy_setopt(t->smtp, CURLOPT_USERNAME, m->username);
-        curl_easy_setopt(t->smtp, CURLOPT_PASSWORD, m->password ? m->password : "");
-    }
-    rc = curl_easy_perform(t->smtp);
-    curl_easy_getinfo(t->smtp, CURLINFO_RESPONSE_CODE, &code);
-    if (rc == CURLE_OK) {
-        r = USHER_OK;
-    } else if (code >= 400) {
-        r = usher_classify_smtp(code);
-        usher_set_reason(ctx, "smtp_%ld", code);
-    } else {
-        r = usher_classify_curl(rc);
-        usher_set_reason(ctx, "smtp_%s", curl_word(rc));
-    }
-done:
-    curl_mime_free(mime);
-    curl_slist_free_all(hdrs);
-    curl_slist_free_all(rcpt);
-    free(text_crlf);
-    free(html_crlf);
-    return r;
 }

@@ -8,12 +8,23 @@
 
 #include "usher/handler.h"
 
+/* What an SMTP server offered in its EHLO reply (smtp.c uses them). */
+#define SMTP_CAP_PIPELINING 1u
+#define SMTP_CAP_SMTPUTF8 2u
+#define SMTP_CAP_SIZE 4u
+
 typedef struct usher_transport {
     CURL *http;          /* kept across calls: its connection cache gives keep-alive */
-    CURL *smtp;
     char *body;          /* last HTTP response body */
     size_t body_len, body_cap;
     char retry_after[64];
+    CURL *smtp;          /* an open SMTP session (libcurl CONNECT_ONLY), kept across calls */
+    char *smtp_session;  /* what it was opened for (URL, user, password); NULL: none open */
+    unsigned smtp_caps;  /* SMTP_CAP_* of its server */
+    char *msg;           /* the message being sent, as DATA carries it */
+    size_t msg_len, msg_cap;
+    char reply[1024];    /* reply bytes read and not yet parsed */
+    size_t reply_len;
 } usher_transport;
 
 /* The calling worker's transport (worker.c). */
@@ -21,6 +32,10 @@ usher_transport *usher_ctx_transport(usher_ctx *ctx);
 
 /* Frees the handles and buffers; the struct may be reused afterwards. */
 void usher_transport_free(usher_transport *t);
+/* Closes the SMTP session, if one is open. */
+void usher_smtp_close(usher_transport *t);
+/* A short word for a libcurl error ("timeout", "connect", ...), for reasons and logs. */
+const char *usher_curl_word(CURLcode rc);
 
 /* Appends to out the header-safe form of a display name or subject: control characters
  * dropped; ASCII kept (quoted as an RFC 5322 quoted-string when quote is set); non-ASCII

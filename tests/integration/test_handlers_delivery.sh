@@ -5,7 +5,9 @@
 # carries no name), 500 Slack posts (one per user, JSON with text + mrkdwn block) and 500 HubSpot
 # upserts (keyed by e-mail, bearer token, first/last name). Then a second group with the same
 # key_prefix re-reads every record (a redelivery): nothing is sent a second time; nor when the
-# same event comes in two consecutive records.
+# same event comes in two consecutive records. The sink offers PIPELINING, and every e-mail's
+# MAIL, RCPT and DATA came in one write. SMTP sessions the server closes while idle are opened
+# anew without a retry.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 it_init handlers_delivery
 
@@ -111,6 +113,10 @@ usher_start "$T/usher.conf" "$T/usher.log"
 wait_at_end 120 "$USHER_PID"
 check_deliveries
 log "$N e-mails, $N Slack posts, $N CRM upserts, one per user"
+# The sink offers PIPELINING: each message's MAIL, RCPT and DATA came in one write (the RCPT and
+# the DATA of each ahead of the replies before them).
+pipelined="$(curl -fsS "$SMTP_CONTROL_URL/_control/stats" | jq '.stats.pipelined')"
+[ "$pipelined" = $((2 * N)) ] || fail "$pipelined SMTP commands arrived pipelined, expected $((2 * N))"
 stats_json "$T/usher.conf" "$T/stats.json"
 for h in welcome_email slack_notify crm_sync; do
   got="$(jq -c ".handlers.$h | {ok, failed, dead_lettered, skipped}" "$T/stats.json")"
@@ -155,6 +161,22 @@ got="$(mail_count) $(( $(http_count "$IT_SLACK_PATH" any) - slack0 )) $(( $(http
 [ "$got" = "$((N + 1)) 1 1" ] ||
   fail "after the same event twice: e-mails, new Slack posts, new CRM upserts = $got, expected $((N + 1)) 1 1"
 log "the same event in two consecutive records: one e-mail, one Slack post, one CRM upsert"
+
+# SMTP sessions the server closed while idle are opened anew within the same call: after a wave
+# of 40 new signups (every worker keeps a session), the sink closes all idle connections; each
+# e-mail of a second wave of 40 is then delivered once, none of them retried.
+tk produce-signups -b "$KAFKA_BOOTSTRAP" -t "$TOPIC" -n 40 -u 40 --seed $((SEED + 1)) >/dev/null
+wait_at_end 60 "$USHER_PID"
+[ "$(mail_count)" = $((N + 41)) ] || fail "$(mail_count) e-mails after the first wave, expected $((N + 41))"
+closed="$(curl -fsS -X POST "$SMTP_CONTROL_URL/_control/close_idle" | jq .closed)"
+[ "$closed" -ge 2 ] || fail "the sink closed $closed idle SMTP sessions, expected usher's (one per worker that sent mail)"
+tk produce-signups -b "$KAFKA_BOOTSTRAP" -t "$TOPIC" -n 40 -u 40 --seed $((SEED + 2)) >/dev/null
+wait_at_end 60 "$USHER_PID"
+[ "$(mail_count)" = $((N + 81)) ] || fail "$(mail_count) e-mails after the second wave, expected $((N + 81))"
+stats_json "$T/usher2.conf" "$T/stats3.json"
+got="$(jq -c '.handlers.welcome_email | {retried, failed}' "$T/stats3.json")"
+[ "$got" = '{"retried":0,"failed":0}' ] || fail "welcome_email $got after the sink closed $closed idle sessions, expected no retry"
+log "$closed SMTP sessions closed by the server while idle: the next 40 e-mails went out once each, none retried"
 usher_stop "$USHER_PID" 15
 [ "$STOP_RC" = 0 ] || fail "usher exited $STOP_RC after SIGTERM, expected 0"
 it_pass

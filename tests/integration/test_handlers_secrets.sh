@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Secrets stay out of usher's output: with an SMTP password (the sink requires AUTH), a CRM
 # bearer token and a Slack webhook URL configured, and log_level = debug, a run that also goes
-# through retries (the SMTP sink answers 451 three times, the HTTP sink 503 to three CRM calls)
-# delivers everything — so the secrets were really used — and
+# through retries (the SMTP sink answers 451 three times, the HTTP sink 503 to three CRM calls;
+# the SMTP sink offers no PIPELINING, so usher sends one command at a time) delivers everything — so the secrets were really used — and
 # none of the three strings appears anywhere in usher's stdout/stderr, nor in check-config's.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 it_init handlers_secrets
@@ -12,7 +12,8 @@ SMTP_USER="usher-mailer"
 SMTP_PASS="pw-$(od -An -N8 -tx8 /dev/urandom | tr -d ' \n')"
 CRM_TOKEN="pat-na1-$(od -An -N8 -tx8 /dev/urandom | tr -d ' \n')"
 HOOK_SECRET="XS$(od -An -N8 -tx8 /dev/urandom | tr -d ' \n')"
-SINKS_SMTP_AUTH="$SMTP_USER:$SMTP_PASS" start_sinks
+# (This sink does not offer PIPELINING, so usher sends one SMTP command at a time here.)
+SINKS_SMTP_NO_PIPELINING=1 SINKS_SMTP_AUTH="$SMTP_USER:$SMTP_PASS" start_sinks
 [ "${SMTP_AUTH_USER:-}" = "$SMTP_USER" ] || fail "the SMTP sink did not turn AUTH on"
 
 create_topics 3
@@ -60,6 +61,8 @@ slack_ok="$(jq -s --arg p "/services/T0001/B0001/$HOOK_SECRET" 'map(select(.path
 [ "$slack_ok" = $N ] || fail "$slack_ok Slack posts to the webhook path, expected $N"
 tempfailed="$(curl -fsS "$SMTP_CONTROL_URL/_control/stats" | jq '.stats.tempfailed')"
 [ "$tempfailed" = 3 ] || fail "the SMTP sink answered 451 $tempfailed times, expected 3"
+pipelined="$(curl -fsS "$SMTP_CONTROL_URL/_control/stats" | jq '.stats.pipelined')"
+[ "$pipelined" = 0 ] || fail "$pipelined SMTP commands arrived pipelined to a sink that does not offer it"
 retried="$(grep -c 'retry\|RETRY\|451\|503' "$T/usher.log" || true)"
 log "delivered with the secrets: $mails authenticated e-mails, $crm_ok CRM upserts after 3 x 503, $slack_ok Slack posts after 3 x 451 for mail; $retried log lines about retries"
 

@@ -139,7 +139,7 @@ class State:
             self.tempfail_until = 0.0
             self.reject_re = None
             self.stats = {"connections": 0, "stored": 0, "tempfailed": 0, "rcpt_rejected": 0,
-                          "auth_ok": 0, "auth_failed": 0}
+                          "auth_ok": 0, "auth_failed": 0, "pipelined": 0}
 
     def set_mode(self, mode):
         """Replace the whole mode (absent keys = off). Raises ValueError (or re.error) on bad
@@ -261,6 +261,7 @@ class Config:
         self.hostname = args.hostname
         self.max_size = args.max_size          # 0 = no limit
         self.smtputf8 = not args.no_smtputf8
+        self.pipelining = not args.no_pipelining
         self.state = state
         self.maildir = maildir
         self.sessions = set()
@@ -387,6 +388,8 @@ class Session(asyncio.Protocol):
                 continue
             self.last_active = self.loop.time()
             if self.mode == CMD:
+                if b"\n" in buf:  # the next command came before this one's reply
+                    self.cfg.state.count("pipelined")
                 self.command(line.rstrip(b"\r\n"))
             else:
                 self.auth_response(line.strip())
@@ -456,7 +459,8 @@ class Session(asyncio.Protocol):
         self.reply(f"250 {self.cfg.hostname}")
 
     def smtp_EHLO(self, arg):
-        """EHLO: advertises SIZE, 8BITMIME, SMTPUTF8 (unless --no-smtputf8), AUTH when required."""
+        """EHLO: advertises SIZE, 8BITMIME, PIPELINING (unless --no-pipelining), SMTPUTF8 (unless
+        --no-smtputf8), AUTH when required."""
         if not arg:
             return self.reply("501 Syntax: EHLO hostname")
         self.new_envelope()
@@ -466,6 +470,8 @@ class Session(asyncio.Protocol):
         if self.cfg.max_size:
             lines.append(f"250-SIZE {self.cfg.max_size}")
         lines.append("250-8BITMIME")
+        if self.cfg.pipelining:
+            lines.append("250-PIPELINING")
         if self.cfg.smtputf8:
             lines.append("250-SMTPUTF8")
         if self.creds is not None:
@@ -754,9 +760,10 @@ def unb64(blob):
         return None
 
 
-def control_handler_class(state):
+def control_handler_class(state, close_idle):
     class ControlHandler(BaseHTTPRequestHandler):
-        """/_control/{mode,reset,stats}: answers JSON, always with Content-Length."""
+        """/_control/{mode,reset,stats,close_idle}: answers JSON, always with Content-Length.
+        close_idle() runs on the event loop and returns how many sessions it closed."""
         protocol_version = "HTTP/1.1"
 
         def log_message(self, fmt, *args):
@@ -794,6 +801,8 @@ def control_handler_class(state):
                     return
                 log.info("mode set: %s", raw.decode("utf-8", "replace"))
                 self.reply(200, state.snapshot())
+            elif path == "/_control/close_idle":
+                self.reply(200, {"closed": close_idle()})
             else:
                 self.reply(404, {"error": "unknown control path"})
     return ControlHandler
@@ -816,6 +825,8 @@ def parse_args(argv):
     p.add_argument("--max-size", type=int, default=32 * 1024 * 1024,
                    help="largest message accepted (SIZE), bytes; default 32 MiB")
     p.add_argument("--no-smtputf8", action="store_true", help="do not advertise SMTPUTF8")
+    p.add_argument("--no-pipelining", action="store_true",
+                   help="do not advertise PIPELINING (clients then send one command at a time)")
     p.add_argument("--hostname", default="smtp-sink.test", help="name in greeting and EHLO")
     p.add_argument("--verbose", "-v", action="store_true", help="log every message to stderr")
     a = p.parse_args(argv)
@@ -831,7 +842,19 @@ async def serve(args):
     cfg = Config(args, state, Maildir(args.maildir))
     loop = asyncio.get_running_loop()
 
-    ctl = ThreadingHTTPServer(("127.0.0.1", args.control_port), control_handler_class(state))
+    async def close_idle_sessions():
+        idle = [s for s in cfg.sessions
+                if not s.closed and not s.busy and s.mode == CMD and s.mail_from is None]
+        for s in idle:
+            s.close()
+        return len(idle)
+
+    def close_idle():
+        """From a control thread: closes, on the loop, every session between transactions."""
+        return asyncio.run_coroutine_threadsafe(close_idle_sessions(), loop).result(5)
+
+    ctl = ThreadingHTTPServer(("127.0.0.1", args.control_port),
+                              control_handler_class(state, close_idle))
     ctl.daemon_threads = True
     threading.Thread(target=ctl.serve_forever, name="control", daemon=True).start()
     server = await loop.create_server(lambda: Session(cfg), host="127.0.0.1", port=args.port,
