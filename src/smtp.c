@@ -9,6 +9,7 @@
  * that the server dropped while idle is noticed before anything was accepted and opened anew.
  */
 #include <ctype.h>
+#include <errno.h>
 #include <poll.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -18,12 +19,15 @@
 #include <strings.h>
 #include <time.h>
 
+#include <openssl/crypto.h>
+
 #include "log.h"
 #include "outcome.h"
 #include "pipeline.h"
 #include "transport.h"
 
-#define SMTP_TIMEOUT_MS 30000L /* one message, from the first command to the last reply */
+#define SMTP_TIMEOUT_MS 30000L /* one message, opening a session included */
+#define SMTP_IDLE_MS 60000      /* a session idle this long is opened anew rather than trusted */
 
 /* --- the message ------------------------------------------------------------------------- */
 
@@ -131,7 +135,7 @@ static void id_safe(const char *s, char *out, size_t n)
  * HTML, the terminating "." line), ready for DATA. False when out of memory. */
 static bool build_message(usher_transport *t, const usher_mail *m, time_t now)
 {
-    char line[2048], text[1200], date[64], mid[300], boundary[48];
+    char line[3072], text[2048], date[64], mid[300], boundary[48];
     struct tm tm;
 
     t->msg_len = 0;
@@ -186,6 +190,9 @@ static bool envelope_address(const char *a, char *out, size_t n, bool *utf8)
         if (*p >= 0x80)
             *((const char *)p < at ? &ascii_local : &ascii_domain) = false;
     *utf8 = !ascii_local || !ascii_domain;
+    for (const unsigned char *p = (const unsigned char *)at + 1; !ascii_domain && *p; p++)
+        if (*p < 0x80 && !isalnum(*p) && *p != '-' && *p != '.')
+            return false; /* only a host name is converted */
     if (ascii_domain) {
         w = snprintf(out, n, "<%s>", a);
         return w > 0 && (size_t)w < n;
@@ -244,6 +251,8 @@ void usher_smtp_close(usher_transport *t)
     if (t->smtp != NULL)
         curl_easy_cleanup(t->smtp); /* closes its connection */
     t->smtp = NULL;
+    if (t->smtp_session != NULL)
+        OPENSSL_cleanse(t->smtp_session, strlen(t->smtp_session)); /* it holds the password */
     free(t->smtp_session);
     t->smtp_session = NULL;
     t->smtp_caps = 0;
@@ -252,8 +261,9 @@ void usher_smtp_close(usher_transport *t)
 
 /* Opens a session for m (closing any other). OK, or the outcome and reason of the failure. */
 static usher_result smtp_open(usher_ctx *ctx, usher_transport *t, const usher_mail *m,
-                              const char *key)
+                              const char *key, int64_t deadline)
 {
+    int64_t left = deadline - usher_now_ms();
     long code = 0;
     CURLcode rc;
 
@@ -267,7 +277,7 @@ static usher_result smtp_open(usher_ctx *ctx, usher_transport *t, const usher_ma
     curl_easy_setopt(t->smtp, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
     curl_easy_setopt(t->smtp, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(t->smtp, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
-    curl_easy_setopt(t->smtp, CURLOPT_TIMEOUT_MS, SMTP_TIMEOUT_MS);
+    curl_easy_setopt(t->smtp, CURLOPT_TIMEOUT_MS, (long)(left > 1 ? left : 1));
     curl_easy_setopt(t->smtp, CURLOPT_USE_SSL, (long)CURLUSESSL_TRY);
     curl_easy_setopt(t->smtp, CURLOPT_CONNECT_ONLY, 1L);
     curl_easy_setopt(t->smtp, CURLOPT_VERBOSE, 1L); /* (for on_smtp_debug; nothing printed) */
@@ -278,8 +288,10 @@ static usher_result smtp_open(usher_ctx *ctx, usher_transport *t, const usher_ma
         curl_easy_setopt(t->smtp, CURLOPT_PASSWORD, m->password ? m->password : "");
     }
     rc = curl_easy_perform(t->smtp);
-    if (rc == CURLE_OK)
+    if (rc == CURLE_OK) {
+        t->smtp_used_ms = usher_now_ms();
         return USHER_OK;
+    }
     curl_easy_getinfo(t->smtp, CURLINFO_RESPONSE_CODE, &code);
     usher_smtp_close(t);
     if (code >= 400) {
@@ -302,7 +314,13 @@ static bool smtp_wait(usher_transport *t, short events, int64_t deadline)
         return false;
     pfd.fd = s;
     pfd.events = events;
-    return poll(&pfd, 1, (int)left) > 0;
+    for (;;) {
+        int r = poll(&pfd, 1, (int)left);
+        if (r >= 0 || errno != EINTR)
+            return r > 0;
+        if ((left = deadline - usher_now_ms()) <= 0) /* (a signal: wait out the rest) */
+            return false;
+    }
 }
 
 /* I/O outcomes of the session. */
@@ -363,32 +381,32 @@ static int smtp_reply(usher_transport *t, long *code, int64_t deadline)
     }
 }
 
-/* Runs one mail transaction on the open session. *stale is set when the session turned out to
- * be dead before the server answered anything (so nothing was accepted: it may be retried on a
- * new session). */
+/* Runs one mail transaction on the open session, before deadline. *stale is set when the
+ * session turned out to be dead before the server answered MAIL (dropped, or a 421): nothing
+ * was accepted, so the message may go out on a new session. The session stays open after a
+ * delivery, and after a refused envelope once RSET has cleared it; otherwise it is closed. */
 static usher_result smtp_transaction(usher_ctx *ctx, usher_transport *t, const char *from,
-                                     const char *to, bool utf8, bool *stale)
+                                     const char *to, bool utf8, int64_t deadline, bool *stale)
 {
-    int64_t deadline = usher_now_ms() + SMTP_TIMEOUT_MS;
-    bool pipe = (t->smtp_caps & SMTP_CAP_PIPELINING) != 0;
+    bool pipe = (t->smtp_caps & SMTP_CAP_PIPELINING) != 0, keep = false;
     char cmd[3][600];
-    long code[3] = { 0, 0, 0 };
-    int io = IO_OK;
-    bool answered = false; /* a reply to MAIL arrived */
+    long code[3] = { 0, 0, 0 }, rset = 0;
+    int io = IO_OK, last = -1; /* last: the command whose reply came last */
+    usher_result r = USHER_RETRY;
 
     t->reply_len = 0;
     snprintf(cmd[0], sizeof(cmd[0]), "MAIL FROM:%s", from);
-    if (t->smtp_caps & SMTP_CAP_SIZE)
+    if (t->smtp_caps & SMTP_CAP_SIZE) /* (the message without its "." line) */
         snprintf(cmd[0] + strlen(cmd[0]), sizeof(cmd[0]) - strlen(cmd[0]), " SIZE=%zu",
-                 t->msg_len);
+                 t->msg_len - 3);
     if (utf8 && (t->smtp_caps & SMTP_CAP_SMTPUTF8))
         snprintf(cmd[0] + strlen(cmd[0]), sizeof(cmd[0]) - strlen(cmd[0]), " SMTPUTF8");
     snprintf(cmd[0] + strlen(cmd[0]), sizeof(cmd[0]) - strlen(cmd[0]), "\r\n");
     snprintf(cmd[1], sizeof(cmd[1]), "RCPT TO:%s\r\n", to);
     snprintf(cmd[2], sizeof(cmd[2]), "DATA\r\n");
-    /* With PIPELINING: the three commands in one write, then their three replies (a server
-     * that refused MAIL or RCPT refuses DATA too). Without: one at a time, stopping at the
-     * first refusal. */
+    /* With PIPELINING: the three commands in one write, then their three replies (DATA may get
+     * its 354 even after MAIL or RCPT was refused: the message is then never sent, and the
+     * session closed). Without: one at a time, stopping at the first refusal. */
     if (pipe) {
         char all[sizeof(cmd)];
         snprintf(all, sizeof(all), "%s%s%s", cmd[0], cmd[1], cmd[2]);
@@ -397,9 +415,8 @@ static usher_result smtp_transaction(usher_ctx *ctx, usher_transport *t, const c
     for (int i = 0; i < 3 && io == IO_OK; i++) {
         if (!pipe)
             io = smtp_send(t, cmd[i], strlen(cmd[i]), deadline);
-        if (io == IO_OK)
-            io = smtp_reply(t, &code[i], deadline);
-        answered = answered || (io == IO_OK && i == 0);
+        if (io == IO_OK && (io = smtp_reply(t, &code[i], deadline)) == IO_OK)
+            last = i;
         if (io == IO_OK && !pipe && code[i] != (i == 2 ? 354 : 250) &&
             !(i == 1 && code[i] == 251))
             break;
@@ -408,60 +425,74 @@ static usher_result smtp_transaction(usher_ctx *ctx, usher_transport *t, const c
         io = smtp_send(t, t->msg, t->msg_len, deadline);
         if (io == IO_OK)
             io = smtp_reply(t, &code[2], deadline); /* (DATA's 354 is done with) */
-        if (io == IO_OK && code[2] >= 200 && code[2] < 300)
-            return USHER_OK; /* the session stays open for the next message */
-    }
-    /* Nothing answered, or a 421 to MAIL: the session had died (or is being closed) while idle,
-     * and the server has accepted nothing of this message. */
-    *stale = !answered || code[0] == 421;
-    usher_smtp_close(t); /* whatever state the server is in, the next message starts afresh */
-    if (io == IO_TIMEOUT) {
-        usher_set_reason(ctx, "smtp_timeout");
-        return USHER_RETRY;
-    }
-    if (io != IO_OK) {
-        usher_set_reason(ctx, "smtp_dropped");
-        return USHER_RETRY;
-    }
-    for (int i = 0; i < 3; i++) { /* the first refusal says why */
-        if (code[i] >= 400 || (code[i] != 0 && code[i] < 200)) {
-            usher_set_reason(ctx, "smtp_%ld", code[i]);
-            return code[i] >= 400 ? usher_classify_smtp(code[i]) : USHER_RETRY;
+        if (io == IO_OK && code[2] >= 200 && code[2] < 300) {
+            t->smtp_used_ms = usher_now_ms();
+            return USHER_OK;
         }
     }
-    usher_set_reason(ctx, "smtp_%ld", code[2]); /* (a reply outside SMTP's codes) */
-    return USHER_RETRY;
+    if (io == IO_OK && last >= 0 && code[last] != 354 && code[0] != 421 && code[1] != 421 &&
+        code[2] != 421) {
+        /* refused, every reply read and no DATA under way: RSET keeps the session (a
+         * greylisting 4xx then costs no new TLS handshake and AUTH) */
+        io = smtp_send(t, "RSET\r\n", 6, deadline);
+        keep = io == IO_OK && smtp_reply(t, &rset, deadline) == IO_OK && rset == 250;
+        io = IO_OK; /* (the transaction's own outcome stands) */
+    }
+    *stale = (io == IO_DROPPED && last < 0) || code[0] == 421;
+    if (keep)
+        t->smtp_used_ms = usher_now_ms();
+    else
+        usher_smtp_close(t);
+    for (int i = 0; i < 3; i++) { /* a refusal says why, also when the server then hung up */
+        if (code[i] >= 400) {
+            usher_set_reason(ctx, "smtp_%ld", code[i]);
+            return usher_classify_smtp(code[i]);
+        }
+    }
+    if (io == IO_TIMEOUT)
+        usher_set_reason(ctx, "smtp_timeout");
+    else if (io != IO_OK)
+        usher_set_reason(ctx, "smtp_dropped");
+    else
+        usher_set_reason(ctx, "smtp_%ld", last >= 0 ? code[last] : 0L); /* (not SMTP's codes) */
+    return r;
 }
 
 usher_result usher_smtp_send(usher_ctx *ctx, const usher_mail *m)
 {
     usher_transport *t = usher_ctx_transport(ctx);
-    char from[300], to[300], key[1024];
+    int64_t deadline = usher_now_ms() + SMTP_TIMEOUT_MS;
+    char from[300], to[300], *key = NULL;
     bool utf8_from = false, utf8_to = false;
+    usher_result r = USHER_RETRY;
+    size_t klen;
 
-    if (!plain_address(m->from) || !plain_address(m->to)) {
-        usher_set_reason(ctx, "invalid_address");
-        return USHER_FAIL;
-    }
-    if (!envelope_address(m->from, from, sizeof(from), &utf8_from) ||
+    if (!plain_address(m->from) || !plain_address(m->to) ||
+        !envelope_address(m->from, from, sizeof(from), &utf8_from) ||
         !envelope_address(m->to, to, sizeof(to), &utf8_to)) {
         usher_set_reason(ctx, "invalid_address");
         return USHER_FAIL;
     }
-    if (!build_message(t, m, time(NULL))) {
+    klen = strlen(m->smtp_url ? m->smtp_url : "") + strlen(m->username ? m->username : "") +
+           strlen(m->password ? m->password : "") + 3;
+    if (!build_message(t, m, time(NULL)) || (key = malloc(klen)) == NULL) {
         usher_set_reason(ctx, "out_of_memory");
         return USHER_RETRY;
     }
-    snprintf(key, sizeof(key), "%s\n%s\n%s", m->smtp_url ? m->smtp_url : "",
+    snprintf(key, klen, "%s\n%s\n%s", m->smtp_url ? m->smtp_url : "",
              m->username ? m->username : "", m->password ? m->password : "");
-    /* a kept session first; once more on a new one if it had died while idle */
+    /* the kept session first; once more on a new one if it had died while idle */
     for (int attempt = 0;; attempt++) {
-        bool fresh = t->smtp_session == NULL || strcmp(t->smtp_session, key) != 0, stale;
-        usher_result r;
-        if (fresh && (r = smtp_open(ctx, t, m, key)) != USHER_OK)
-            return r;
-        r = smtp_transaction(ctx, t, from, to, utf8_from || utf8_to, &stale);
+        bool fresh = t->smtp_session == NULL || strcmp(t->smtp_session, key) != 0 ||
+                     usher_now_ms() - t->smtp_used_ms > SMTP_IDLE_MS,
+             stale = false;
+        if (fresh && (r = smtp_open(ctx, t, m, key, deadline)) != USHER_OK)
+            break;
+        r = smtp_transaction(ctx, t, from, to, utf8_from || utf8_to, deadline, &stale);
         if (r == USHER_OK || !stale || fresh || attempt > 0)
-            return r;
+            break;
     }
+    OPENSSL_cleanse(key, klen);
+    free(key);
+    return r;
 }

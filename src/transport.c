@@ -153,14 +153,25 @@ out:
 int usher_header_text(const char *in, int quote, char *out, size_t n)
 {
     char clean[1024];
-    size_t k = 0, w = 0;
+    size_t k = 0, w = 0, cap = quote ? 360 : 900; /* so a header line stays within 998 */
     int ascii = 1;
 
-    for (const unsigned char *p = (const unsigned char *)in; *p && k + 1 < sizeof(clean); p++) {
+    for (const unsigned char *p = (const unsigned char *)in; *p && k < cap; p++) {
         if (*p < 0x20 || *p == 0x7f)
             continue; /* CR, LF, NUL, ...: never part of a header */
         ascii &= *p < 0x80;
         clean[k++] = (char)*p;
+    }
+    if (k == cap && !ascii) { /* cut: drop a UTF-8 sequence left incomplete */
+        size_t lead = k;
+        while (lead > 0 && ((unsigned char)clean[lead - 1] & 0xC0) == 0x80)
+            lead--;
+        if (lead > 0 && (unsigned char)clean[lead - 1] >= 0xC0) {
+            unsigned char c = (unsigned char)clean[lead - 1];
+            size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+            if (k - (lead - 1) < need)
+                k = lead - 1;
+        }
     }
     clean[k] = 0;
     if (ascii) {
@@ -184,14 +195,15 @@ int usher_header_text(const char *in, int quote, char *out, size_t n)
         out[w] = 0;
         return 0;
     }
-    /* Encoded-words of at most 45 input bytes (60 base64 chars), split on UTF-8 boundaries. */
+    /* Encoded-words of at most 45 input bytes (60 base64 chars), split on UTF-8 boundaries, one
+     * per folded line. */
     for (size_t i = 0; i < k;) {
         size_t len = k - i > 45 ? 45 : k - i;
         while (len > 0 && i + len < k && ((unsigned char)clean[i + len] & 0xC0) == 0x80)
             len--;
         unsigned char b64[64];
         int bl = EVP_EncodeBlock(b64, (const unsigned char *)clean + i, (int)len);
-        int m = snprintf(out + w, n - w, "%s=?UTF-8?B?%.*s?=", w ? " " : "", bl, b64);
+        int m = snprintf(out + w, n - w, "%s=?UTF-8?B?%.*s?=", w ? "\r\n " : "", bl, b64);
         if (m < 0 || (size_t)m >= n - w)
             return -1;
         w += (size_t)m;

@@ -3,6 +3,7 @@
 #define USHER_TRANSPORT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <curl/curl.h>
 
@@ -21,6 +22,7 @@ typedef struct usher_transport {
     CURL *smtp;          /* an open SMTP session (libcurl CONNECT_ONLY), kept across calls */
     char *smtp_session;  /* what it was opened for (URL, user, password); NULL: none open */
     unsigned smtp_caps;  /* SMTP_CAP_* of its server */
+    int64_t smtp_used_ms; /* when it last finished a transaction (monotonic) */
     char *msg;           /* the message being sent, as DATA carries it */
     size_t msg_len, msg_cap;
     char reply[1024];    /* reply bytes read and not yet parsed */
@@ -38,8 +40,10 @@ void usher_smtp_close(usher_transport *t);
 const char *usher_curl_word(CURLcode rc);
 
 /* Appends to out the header-safe form of a display name or subject: control characters
- * dropped; ASCII kept (quoted as an RFC 5322 quoted-string when quote is set); non-ASCII
- * RFC 2047 encoded as UTF-8 base64 encoded-words. Returns 0, or -1 when it does not fit. */
+ * dropped; at most 360 bytes of a quoted value, 900 of another (so no header line passes 998);
+ * ASCII kept (quoted as an RFC 5322 quoted-string when quote is set); non-ASCII RFC 2047
+ * encoded as UTF-8 base64 encoded-words, one per folded line. Returns 0, or -1 when it does not
+ * fit (2048 bytes always do). */
 int usher_header_text(const char *in, int quote, char *out, size_t n);
 
 #endif

@@ -7,7 +7,7 @@
 # key_prefix re-reads every record (a redelivery): nothing is sent a second time; nor when the
 # same event comes in two consecutive records. The sink offers PIPELINING, and every e-mail's
 # MAIL, RCPT and DATA came in one write. SMTP sessions the server closes while idle are opened
-# anew without a retry.
+# anew without a retry; a refused recipient is dead-lettered (smtp_550) and its session kept.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 it_init handlers_delivery
 
@@ -177,6 +177,23 @@ stats_json "$T/usher2.conf" "$T/stats3.json"
 got="$(jq -c '.handlers.welcome_email | {retried, failed}' "$T/stats3.json")"
 [ "$got" = '{"retried":0,"failed":0}' ] || fail "welcome_email $got after the sink closed $closed idle sessions, expected no retry"
 log "$closed SMTP sessions closed by the server while idle: the next 40 e-mails went out once each, none retried"
+
+# A refused recipient (550) fails for good: the record is dead-lettered with reason smtp_550,
+# and RSET keeps the session, so no new connection is opened for it, nor for the 40 e-mails
+# after it (every worker sends some).
+conns0="$(curl -fsS "$SMTP_CONTROL_URL/_control/stats" | jq '.stats.connections')"
+curl -fsS -X POST -d "{\"reject_rcpt\":\"^user[0-9]+\\\\.s$((SEED + 3))@\"}" \
+  "$SMTP_CONTROL_URL/_control/mode" >/dev/null || fail "the SMTP sink refused the reject_rcpt mode"
+tk produce-signups -b "$KAFKA_BOOTSTRAP" -t "$TOPIC" -n 2 -u 2 --seed $((SEED + 3)) >/dev/null
+wait_at_end 60 "$USHER_PID"
+curl -fsS -X POST -d '{}' "$SMTP_CONTROL_URL/_control/mode" >/dev/null || fail "SMTP sink mode reset failed"
+tk produce-signups -b "$KAFKA_BOOTSTRAP" -t "$TOPIC" -n 40 -u 40 --seed $((SEED + 4)) >/dev/null
+wait_at_end 60 "$USHER_PID"
+stats_json "$T/usher2.conf" "$T/stats4.json"
+got="$(mail_count) $(jq -c '[.dead_letter_reasons.smtp_550, .handlers.welcome_email.dead_lettered]' "$T/stats4.json") $(curl -fsS "$SMTP_CONTROL_URL/_control/stats" | jq -c '[.stats.rcpt_rejected, .stats.connections]')"
+[ "$got" = "$((N + 121)) [2,2] [2,$conns0]" ] ||
+  fail "after 2 refused and 40 accepted recipients: e-mails, [smtp_550 reasons, dead-lettered], [refusals, connections] = $got, expected $((N + 121)) [2,2] [2,$conns0]"
+log "2 recipients refused with 550: dead-lettered as smtp_550; the sessions stayed open for the next e-mails"
 usher_stop "$USHER_PID" 15
 [ "$STOP_RC" = 0 ] || fail "usher exited $STOP_RC after SIGTERM, expected 0"
 it_pass
