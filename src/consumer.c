@@ -382,6 +382,8 @@ static usher_item *wrap(usher_consumer *c, rd_kafka_message_t *msg)
     it->meta.offset = msg->offset;
     it->meta.key = msg->key;
     it->meta.key_len = msg->key_len;
+    if (msg->key != NULL) /* the lane choice hashes it once the whole poll batch is wrapped */
+        __builtin_prefetch(msg->key);
     it->meta.timestamp_ms = rd_kafka_message_timestamp(msg, &tstype);
     if (usher_partition_dispatch(p, msg->offset) != 0)
         abort();

@@ -1107,6 +1107,12 @@ static void process(usher_worker *w, usher_item **items, size_t n)
         record *r = &recs[m];
         const rd_kafka_message_t *msg = it->msg;
 
+        if (i + 1 < n) { /* the next value, while this one is read (it left the cache) */
+            const rd_kafka_message_t *next = items[i + 1]->msg;
+            for (size_t off = 0; off < next->len && off < 2048; off += 64)
+                __builtin_prefetch((const char *)next->payload + off);
+        }
+
         if (must_abandon(w, it)) {
             usher_item_finish(app, it, false);
             continue;
