@@ -717,34 +717,40 @@ class Session(asyncio.Protocol):
         data = stuffed.replace(b"\r\n.", b"\r\n")
         if data.startswith(b"."):
             data = data[1:]
-        delay = self.cfg.state.delay_data
-        if delay:
-            self.busy = True
-            self.timer = self.loop.call_later(delay, self.finish_data_delayed, data)
-        else:
-            self.finish_data(data)
+        self.finish_data(data)
         return True
 
-    def finish_data_delayed(self, data):
-        """Timer callback for delay_on "data": finish the message, resume reading input."""
-        self.timer = None
-        if self.closed:
-            return
-        self.busy = False
-        self.finish_data(data)
-        self.process()
-
     def finish_data(self, data):
-        """The end-of-DATA decision: 451 (tempfail mode) or store and 250."""
+        """The end-of-DATA decision, made at once: 451 (tempfail mode), or store and 250. With
+        delay_on "data" only the reply waits (so the work of many concurrent sessions does not
+        pile up when their timers fire together, which would add to the delay)."""
         cfg = self.cfg
         mail_from, rcpt_tos, options = self.mail_from, self.rcpt_tos, self.mail_options
         self.new_envelope()
         if cfg.state.take_tempfail():
-            return self.reply("451 4.3.0 Injected temporary failure, try again later")
+            return self.data_reply("451 4.3.0 Injected temporary failure, try again later")
         seq = cfg.maildir.store(mail_from, rcpt_tos, options, data, self.auth_login)
         cfg.state.count("stored")
         log.info("stored #%d from %s to %s (%d bytes)", seq, mail_from, rcpt_tos, len(data))
-        self.reply(f"250 2.0.0 OK queued as {seq}")
+        self.data_reply(f"250 2.0.0 OK queued as {seq}")
+
+    def data_reply(self, line):
+        """The end-of-DATA reply: after the delay_on "data" delay, if any; further input waits
+        for it."""
+        delay = self.cfg.state.delay_data
+        if not delay:
+            return self.reply(line)
+        self.busy = True
+        self.timer = self.loop.call_later(delay, self.data_reply_delayed, line)
+
+    def data_reply_delayed(self, line):
+        """Timer callback of data_reply(): send the reply, resume reading input."""
+        self.timer = None
+        if self.closed:
+            return
+        self.busy = False
+        self.reply(line)
+        self.process()
 
 
 def b64(text):
