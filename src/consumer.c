@@ -382,8 +382,8 @@ static usher_item *wrap(usher_consumer *c, rd_kafka_message_t *msg)
     it->meta.offset = msg->offset;
     it->meta.key = msg->key;
     it->meta.key_len = msg->key_len;
-    if (msg->key != NULL) /* the lane choice hashes it once the whole poll batch is wrapped */
-        __builtin_prefetch(msg->key);
+    if (msg->key != NULL && c->app->cfg->ordering == USHER_ORDER_KEY)
+        __builtin_prefetch(msg->key); /* the lane choice hashes it once the batch is wrapped */
     it->meta.timestamp_ms = rd_kafka_message_timestamp(msg, &tstype);
     if (usher_partition_dispatch(p, msg->offset) != 0)
         abort();

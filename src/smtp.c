@@ -144,7 +144,8 @@ static bool build_message(usher_transport *t, const usher_mail *m, time_t now)
     snprintf(line, sizeof(line), "Date: %s\r\n", date);
     if (!msg_str(t, line))
         return false;
-    if (m->from_name && *m->from_name && usher_header_text(m->from_name, 1, text, sizeof(text)) == 0)
+    if (m->from_name && *m->from_name &&
+        usher_header_text(m->from_name, 1, text, sizeof(text)) == 0)
         snprintf(line, sizeof(line), "From: %s <%s>\r\n", text, m->from);
     else
         snprintf(line, sizeof(line), "From: <%s>\r\n", m->from);

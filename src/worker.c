@@ -422,15 +422,14 @@ static void count_reason(usher_worker *w, const char *reason)
     }
 }
 
-/* Sends the pending metrics in one pipelined write, without waiting for the replies, nor for
- * those owed to earlier writes (a marker just set by a handler): both are read with the
- * connection's next command, or here once MAX_OWED pile up. Always the outcome counts (ok, failed, dead letters, ...),
- * which settle() must send before it releases their records; the call timings (calls,
- * busy_us) only with all set or every 250 ms, so that a worker finishing one record at a time
- * does not write three counters per handler for each. Metrics are best effort: when Redis is
- * down (or the write fails) they stay pending and go out with the next flush; once written to
- * the connection they are cleared, and a connection lost before Redis read them loses them
- * (with a warning). */
+/* Sends the pending metrics in one pipelined write, without waiting for the replies (read with
+ * the connection's next command, or here once MAX_OWED pile up). Always the outcome counts
+ * (ok, failed, dead letters, ...), which settle() must send before it releases their records;
+ * the call timings (calls, busy_us) only with all set or every 250 ms, so that a worker
+ * finishing one record at a time does not write three counters per handler for each. Metrics
+ * are best effort: when Redis is down (or the write fails) they stay pending and go out with
+ * the next flush; once written to the connection they are cleared, and a connection lost
+ * before Redis read them loses them (with a warning). */
 static void flush_metrics(usher_worker *w, bool all)
 {
     usher_app *app = w->app;
@@ -628,10 +627,18 @@ static bool must_abandon(usher_worker *w, usher_item *it)
     return atomic_load(&it->part->revoked) || atomic_load(&w->app->quit);
 }
 
-/* Writes the pending metrics, then releases the records that are done (so they can be
- * committed). */
+/* Releases the records that are done (so they can be committed): after Redis confirmed every
+ * write owed on the worker's connections (the markers their handlers set: once a record is
+ * released, another worker may take the next record of its key and ask for them over its own
+ * connection, which Redis does not order after ours), and after their metrics are sent. Call
+ * it only while w's runners are idle. */
 static void settle(usher_worker *w)
 {
+    if (w->ndone > 0) {
+        conn_read_owed(&w->conn);
+        for (size_t r = 0; r < w->nrunners; r++)
+            conn_read_owed(&w->runners[r].conn);
+    }
     flush_metrics(w, false);
     for (size_t i = 0; i < w->ndone; i++)
         item_release(w->app, w->done[i], true);
@@ -1109,8 +1116,10 @@ static void process(usher_worker *w, usher_item **items, size_t n)
 
         if (i + 1 < n) { /* the next value, while this one is read (it left the cache) */
             const rd_kafka_message_t *next = items[i + 1]->msg;
-            for (size_t off = 0; off < next->len && off < 2048; off += 64)
-                __builtin_prefetch((const char *)next->payload + off);
+            uintptr_t line = (uintptr_t)next->payload & ~(uintptr_t)63;
+            for (; line < (uintptr_t)next->payload + next->len &&
+                   line < (uintptr_t)next->payload + 2048; line += 64)
+                __builtin_prefetch((const void *)line);
         }
 
         if (must_abandon(w, it)) {

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Secrets stay out of usher's output: with an SMTP password (the sink requires AUTH), a CRM
 # bearer token and a Slack webhook URL configured, and log_level = debug, a run that also goes
-# through retries (the SMTP sink answers 451 three times, the HTTP sink 503 to three CRM calls;
-# the SMTP sink offers no PIPELINING, so usher sends one command at a time) delivers everything — so the secrets were really used — and
-# none of the three strings appears anywhere in usher's stdout/stderr, nor in check-config's.
+# through retries (the SMTP sink answers 451 three times, the HTTP sink 503 to three CRM calls)
+# delivers everything — so the secrets were really used — and none of the three strings
+# appears anywhere in usher's stdout/stderr, nor in check-config's. The SMTP sink offers no
+# PIPELINING here, so usher sends one command at a time (and no command arrives pipelined).
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 it_init handlers_secrets
 
@@ -12,7 +13,6 @@ SMTP_USER="usher-mailer"
 SMTP_PASS="pw-$(od -An -N8 -tx8 /dev/urandom | tr -d ' \n')"
 CRM_TOKEN="pat-na1-$(od -An -N8 -tx8 /dev/urandom | tr -d ' \n')"
 HOOK_SECRET="XS$(od -An -N8 -tx8 /dev/urandom | tr -d ' \n')"
-# (This sink does not offer PIPELINING, so usher sends one SMTP command at a time here.)
 SINKS_SMTP_NO_PIPELINING=1 SINKS_SMTP_AUTH="$SMTP_USER:$SMTP_PASS" start_sinks
 [ "${SMTP_AUTH_USER:-}" = "$SMTP_USER" ] || fail "the SMTP sink did not turn AUTH on"
 

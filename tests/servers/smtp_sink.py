@@ -277,9 +277,9 @@ class Session(asyncio.Protocol):
     """One SMTP connection.
 
     Guarantees: replies go out in command order, one reply per command; while a reply is
-    delayed (or an end-of-DATA decision waits for delay_on "data"), further input is only
-    buffered, so a pipelining client sees exactly the sequential dialogue; delays are timers,
-    so a waiting connection costs no CPU; a stored message has been renamed into the maildir and
+    delayed, further input is only buffered, so a pipelining client sees exactly the sequential
+    dialogue; delays are timers, so a waiting connection costs no CPU; a message is stored (or
+    refused) when its end arrives, delay or not, and it has been renamed into the maildir and
     indexed before its 250 reply is written.
     """
 
@@ -296,7 +296,7 @@ class Session(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.buf = bytearray()
         self.mode = CMD
-        self.busy = False          # a reply (or end-of-DATA work) is pending on a timer
+        self.busy = False          # a reply is pending on a timer
         self.timer = None
         self.closed = False
         self.skip_line = False     # discarding an over-long command line up to its LF
@@ -850,7 +850,8 @@ async def serve(args):
 
     async def close_idle_sessions():
         idle = [s for s in cfg.sessions
-                if not s.closed and not s.busy and s.mode == CMD and s.mail_from is None]
+                if not s.closed and not s.busy and s.mode == CMD and s.mail_from is None
+                and s.host_name and not s.buf]
         for s in idle:
             s.close()
         return len(idle)
