@@ -191,7 +191,10 @@ typedef struct usher_mail {
     const char *message_id; /* stable id so a resend is recognizable; NULL = generated */
 } usher_mail;
 
-/* Sends m; classifies like usher_http (SMTP 4xx and connection errors retry, 5xx fail). */
+/* Sends m; classifies like usher_http (SMTP 4xx and connection errors retry, 5xx fail). The
+ * calling thread keeps its SMTP session open for the next message to the same smtp_url with the
+ * same credentials (another server or user opens a new one), and sends MAIL, RCPT and DATA in
+ * one write when the server offers PIPELINING. */
 usher_result usher_smtp_send(usher_ctx *ctx, const usher_mail *m);
 
 /* --- idempotency markers ----------------------------------------------------------------- */
