@@ -303,29 +303,35 @@ static usher_result smtp_open(usher_ctx *ctx, usher_transport *t, const usher_ma
     return usher_classify_curl(rc);
 }
 
-/* Waits until the session's socket is ready for events; false on timeout or error. */
-static bool smtp_wait(usher_transport *t, short events, int64_t deadline)
+/* I/O outcomes of the session. */
+enum { IO_OK = 0, IO_DROPPED = -1, IO_TIMEOUT = -2 };
+
+/* Waits until the session's socket is ready for events: IO_OK, or IO_TIMEOUT at deadline, or
+ * IO_DROPPED when the socket is gone or poll fails. */
+static int smtp_wait(usher_transport *t, short events, int64_t deadline)
 {
     curl_socket_t s = CURL_SOCKET_BAD;
     struct pollfd pfd;
     int64_t left = deadline - usher_now_ms();
 
-    if (left <= 0 || curl_easy_getinfo(t->smtp, CURLINFO_ACTIVESOCKET, &s) != CURLE_OK ||
-        s == CURL_SOCKET_BAD)
-        return false;
+    if (left <= 0)
+        return IO_TIMEOUT;
+    if (curl_easy_getinfo(t->smtp, CURLINFO_ACTIVESOCKET, &s) != CURLE_OK || s == CURL_SOCKET_BAD)
+        return IO_DROPPED;
     pfd.fd = s;
     pfd.events = events;
     for (;;) {
         int r = poll(&pfd, 1, (int)left);
-        if (r >= 0 || errno != EINTR)
-            return r > 0;
+        if (r > 0)
+            return IO_OK;
+        if (r == 0)
+            return IO_TIMEOUT;
+        if (errno != EINTR)
+            return IO_DROPPED;
         if ((left = deadline - usher_now_ms()) <= 0) /* (a signal: wait out the rest) */
-            return false;
+            return IO_TIMEOUT;
     }
 }
-
-/* I/O outcomes of the session. */
-enum { IO_OK = 0, IO_DROPPED = -1, IO_TIMEOUT = -2 };
 
 /* Sends n bytes. */
 static int smtp_send(usher_transport *t, const char *p, size_t n, int64_t deadline)
@@ -334,8 +340,9 @@ static int smtp_send(usher_transport *t, const char *p, size_t n, int64_t deadli
         size_t sent = 0;
         CURLcode rc = curl_easy_send(t->smtp, p, n, &sent);
         if (rc == CURLE_AGAIN) {
-            if (!smtp_wait(t, POLLOUT, deadline))
-                return usher_now_ms() >= deadline ? IO_TIMEOUT : IO_DROPPED;
+            int io = smtp_wait(t, POLLOUT, deadline);
+            if (io != IO_OK)
+                return io;
             continue;
         }
         if (rc != CURLE_OK)
@@ -372,8 +379,9 @@ static int smtp_reply(usher_transport *t, long *code, int64_t deadline)
         CURLcode rc = curl_easy_recv(t->smtp, t->reply + t->reply_len,
                                      sizeof(t->reply) - t->reply_len, &got);
         if (rc == CURLE_AGAIN) {
-            if (!smtp_wait(t, POLLIN, deadline))
-                return usher_now_ms() >= deadline ? IO_TIMEOUT : IO_DROPPED;
+            int io = smtp_wait(t, POLLIN, deadline);
+            if (io != IO_OK)
+                return io;
             continue;
         }
         if (rc != CURLE_OK || got == 0)
@@ -393,7 +401,6 @@ static usher_result smtp_transaction(usher_ctx *ctx, usher_transport *t, const c
     char cmd[3][600];
     long code[3] = { 0, 0, 0 }, rset = 0;
     int io = IO_OK, last = -1; /* last: the command whose reply came last */
-    usher_result r = USHER_RETRY;
 
     t->reply_len = 0;
     snprintf(cmd[0], sizeof(cmd[0]), "MAIL FROM:%s", from);
@@ -456,7 +463,7 @@ static usher_result smtp_transaction(usher_ctx *ctx, usher_transport *t, const c
         usher_set_reason(ctx, "smtp_dropped");
     else
         usher_set_reason(ctx, "smtp_%ld", last >= 0 ? code[last] : 0L); /* (not SMTP's codes) */
-    return r;
+    return USHER_RETRY;
 }
 
 usher_result usher_smtp_send(usher_ctx *ctx, const usher_mail *m)

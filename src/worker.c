@@ -27,9 +27,6 @@ static const char *const metric_names[M_COUNT] = { "ok", "retried", "failed", "d
 #define MAX_AHEAD 16
 /* Upper bound on records a worker takes from its lane at once (one batch). */
 #define MAX_TAKE 256
-/* Replies a connection may owe (writes sent without waiting) before the next such write reads
- * them first. */
-#define MAX_OWED 256
 
 /* What a thread that calls handlers owns: its Redis connection and its curl handles. */
 typedef struct usher_conn {
@@ -200,14 +197,13 @@ static void conn_free(usher_conn *c)
     usher_transport_free(&c->transport);
 }
 
-/* c's Redis connection, connecting if needed (NULL while Redis is unreachable), with the
- * replies owed to earlier writes left unread: for commands that are themselves sent without
- * waiting. */
-static redisContext *conn_redis(usher_conn *c)
+redisContext *usher_redis(usher_ctx *ctx)
 {
+    usher_conn *c = ctx->conn;
     char err[256];
     int64_t now;
 
+    conn_read_owed(c);
     if (c->redis != NULL)
         return c->redis;
     now = usher_now_ms();
@@ -222,12 +218,6 @@ static redisContext *conn_redis(usher_conn *c)
         }
     }
     return c->redis;
-}
-
-redisContext *usher_redis(usher_ctx *ctx)
-{
-    conn_read_owed(ctx->conn);
-    return conn_redis(ctx->conn);
 }
 
 void usher_redis_broken(usher_ctx *ctx)
@@ -423,13 +413,13 @@ static void count_reason(usher_worker *w, const char *reason)
 }
 
 /* Sends the pending metrics in one pipelined write, without waiting for the replies (read with
- * the connection's next command, or here once MAX_OWED pile up). Always the outcome counts
- * (ok, failed, dead letters, ...), which settle() must send before it releases their records;
- * the call timings (calls, busy_us) only with all set or every 250 ms, so that a worker
- * finishing one record at a time does not write three counters per handler for each. Metrics
- * are best effort: when Redis is down (or the write fails) they stay pending and go out with
- * the next flush; once written to the connection they are cleared, and a connection lost
- * before Redis read them loses them (with a warning). */
+ * the connection's next command): always the outcome counts (ok, failed, dead letters, ...),
+ * which settle() must send before it releases their records; the call timings (calls,
+ * busy_us) only with all set or every 250 ms, so that a worker finishing one record at a time
+ * does not write three counters per handler for each. Metrics are best effort: when Redis is
+ * down (or the write fails) they stay pending and go out with the next flush; once written to
+ * the connection they are cleared, and a connection lost before Redis read them loses them
+ * (with a warning). */
 static void flush_metrics(usher_worker *w, bool all)
 {
     usher_app *app = w->app;
@@ -445,9 +435,7 @@ static void flush_metrics(usher_worker *w, bool all)
             sent += w->metrics[h][m] != 0;
     if (sent == 0 && w->dead_letters == 0 && w->handlers_announced)
         return;
-    if (w->conn.unread >= MAX_OWED)
-        conn_read_owed(&w->conn);
-    c = conn_redis(&w->conn);
+    c = usher_redis(&ctx);
     if (c == NULL)
         return;
     sent = 0;
