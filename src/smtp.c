@@ -135,7 +135,9 @@ static void id_safe(const char *s, char *out, size_t n)
  * HTML, the terminating "." line), ready for DATA. False when out of memory. */
 static bool build_message(usher_transport *t, const usher_mail *m, time_t now)
 {
-    char line[3072], text[2048], date[64], mid[300], boundary[48];
+    /* "=_" never occurs in quoted-printable text, so no part can contain the boundary */
+    static const char boundary[] = "=_usher_alternative";
+    char line[3072], text[2048], date[64], mid[300];
     struct tm tm;
 
     t->msg_len = 0;
@@ -165,9 +167,6 @@ static bool build_message(usher_transport *t, const usher_mail *m, time_t now)
     id_safe(m->message_id ? m->message_id : "", mid, sizeof(mid));
     snprintf(line, sizeof(line), "Message-ID: <%s%s%ld@usher.invalid>\r\n", mid,
              mid[0] ? "." : "", m->message_id ? 0L : (long)now);
-    /* "=_" never occurs in quoted-printable text, so the boundary cannot either */
-    snprintf(boundary, sizeof(boundary), "=_usher_%lx_%lx", (long)now,
-             (unsigned long)(t->msg_cap ^ (uintptr_t)t));
     return msg_str(t, line) && msg_str(t, "MIME-Version: 1.0\r\n") &&
            msg_str(t, "Content-Type: multipart/alternative; boundary=\"") &&
            msg_str(t, boundary) && msg_str(t, "\"\r\n\r\n") &&
