@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include <openssl/crypto.h>
+#include <openssl/ssl.h>
 
 #include "log.h"
 #include "outcome.h"
@@ -257,6 +258,9 @@ void usher_smtp_close(usher_transport *t)
     t->smtp_session = NULL;
     t->smtp_caps = 0;
     t->reply_len = 0;
+    t->smtp_drained = t->smtp_sent = false;
+    t->smtp_tls = 0;
+    t->smtp_ssl = NULL;
 }
 
 /* Opens a session for m (closing any other). OK, or the outcome and reason of the failure. */
@@ -289,6 +293,12 @@ static usher_result smtp_open(usher_ctx *ctx, usher_transport *t, const usher_ma
     }
     rc = curl_easy_perform(t->smtp);
     if (rc == CURLE_OK) {
+        struct curl_tlssessioninfo *tls = NULL;
+        if (curl_easy_getinfo(t->smtp, CURLINFO_TLS_SSL_PTR, &tls) == CURLE_OK && tls != NULL &&
+            tls->backend != CURLSSLBACKEND_NONE && tls->internals != NULL) {
+            t->smtp_tls = tls->backend == CURLSSLBACKEND_OPENSSL ? 1 : -1;
+            t->smtp_ssl = tls->internals;
+        }
         t->smtp_used_ms = usher_now_ms();
         return USHER_OK;
     }
@@ -349,6 +359,7 @@ static int smtp_send(usher_transport *t, const char *p, size_t n, int64_t deadli
         p += sent;
         n -= sent;
     }
+    t->smtp_sent = true;
     return IO_OK;
 }
 
@@ -374,10 +385,20 @@ static int smtp_reply(usher_transport *t, long *code, int64_t deadline)
         }
         if (t->reply_len == sizeof(t->reply))
             return IO_DROPPED; /* a reply line longer than SMTP allows */
-        size_t got = 0;
-        CURLcode rc = curl_easy_recv(t->smtp, t->reply + t->reply_len,
-                                     sizeof(t->reply) - t->reply_len, &got);
+        /* Nothing read since a command went out and nothing was left to read before: the
+         * answer cannot be here yet, so wait for it instead of trying a read first (unless TLS
+         * may hold bytes back that poll() cannot see). */
+        if (t->smtp_sent && t->smtp_drained &&
+            (t->smtp_tls == 0 || (t->smtp_tls == 1 && !SSL_has_pending(t->smtp_ssl)))) {
+            int io = smtp_wait(t, POLLIN, deadline);
+            if (io != IO_OK)
+                return io;
+        }
+        size_t got = 0, room = sizeof(t->reply) - t->reply_len;
+        CURLcode rc = curl_easy_recv(t->smtp, t->reply + t->reply_len, room, &got);
+        t->smtp_sent = false;
         if (rc == CURLE_AGAIN) {
+            t->smtp_drained = true;
             int io = smtp_wait(t, POLLIN, deadline);
             if (io != IO_OK)
                 return io;
@@ -385,6 +406,7 @@ static int smtp_reply(usher_transport *t, long *code, int64_t deadline)
         }
         if (rc != CURLE_OK || got == 0)
             return IO_DROPPED;
+        t->smtp_drained = got < room; /* (less than asked: TLS holds none of it back) */
         t->reply_len += got;
     }
 }

@@ -2,6 +2,7 @@
 #ifndef USHER_TRANSPORT_H
 #define USHER_TRANSPORT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -14,8 +15,15 @@
 #define SMTP_CAP_SMTPUTF8 2u
 #define SMTP_CAP_SIZE 4u
 
+/* Sockets one HTTP transfer may watch at once (a connect may try IPv6 and IPv4 together). */
+#define HTTP_MAX_SOCKS 4
+
 typedef struct usher_transport {
-    CURL *http;          /* kept across calls: its connection cache gives keep-alive */
+    CURL *http;          /* the request handle, reset for each request */
+    CURLM *http_multi;   /* drives it; kept across calls: its connection cache gives keep-alive */
+    struct { curl_socket_t fd; short events; } http_socks[HTTP_MAX_SOCKS]; /* what it watches */
+    int http_nsocks;
+    int64_t http_timer_at; /* when libcurl wants its timeout handled (monotonic ms); -1: never */
     char *body;          /* last HTTP response body */
     size_t body_len, body_cap;
     char retry_after[64];
@@ -27,6 +35,10 @@ typedef struct usher_transport {
     size_t msg_len, msg_cap;
     char reply[1024];    /* reply bytes read and not yet parsed */
     size_t reply_len;
+    bool smtp_drained;   /* the last read took all there was, in the socket and in TLS */
+    bool smtp_sent;      /* a command went out since the last read */
+    int smtp_tls;        /* 0: plain TCP; 1: OpenSSL (smtp_ssl); -1: another TLS library */
+    void *smtp_ssl;      /* its SSL *, when smtp_tls is 1 */
 } usher_transport;
 
 /* The calling worker's transport (worker.c). */

@@ -7,6 +7,8 @@
 #     per path, one e-mail: the retry re-runs only the failed handlers).
 #  B. control, same config: another signup gets 429 without Retry-After: the next attempt comes
 #     within 1.5 s, so the 2 s in A were the header's doing, not the backoff's.
+#  C. a third signup: the sink closes the connection without an answer on the first two Slack
+#     requests: each is retried (on a new connection) and the post then completes once.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 it_init retry_after
 
@@ -20,7 +22,7 @@ conf_set "$CONF" usher retry_max_ms 5000
 conf_set "$CONF" usher retry_max_attempts 0
 conf_set "$CONF" usher retry_max_time_ms 0
 check_config "$CONF"
-tk produce-signups -t "$TOPIC" -n 2 -u 2 --seed $SEED --expect-only >"$T/expect.json"
+tk produce-signups -t "$TOPIC" -n 3 -u 3 --seed $SEED --expect-only >"$T/expect.json"
 
 # check_gaps USER LOW HIGH WHAT: on each of the Slack and CRM paths, USER's requests are some
 # 429s then exactly one 200 (the last), and every 429 is followed by the next request on that
@@ -44,7 +46,7 @@ check_gaps() {
 
 # A: Retry-After: 2 on the first two requests of each path.
 http_mode "{\"status\":429,\"retry_after\":2,\"count\":4,\"paths\":[\"$IT_SLACK_PATH\",\"$IT_CRM_PATH\"]}"
-tk produce-signups -b "$KAFKA_BOOTSTRAP" -t "$TOPIC" -n 2 -u 2 --seed $SEED --start 0 --count 1 >/dev/null
+tk produce-signups -b "$KAFKA_BOOTSTRAP" -t "$TOPIC" -n 3 -u 3 --seed $SEED --start 0 --count 1 >/dev/null
 usher_start "$CONF" "$T/usher.log"
 IT_WATCH=("$USHER_PID")
 wait_at_end 90 "$USHER_PID"
@@ -56,14 +58,21 @@ n429="$(http_count "$IT_SLACK_PATH" 429) $(http_count "$IT_CRM_PATH" 429)"
 
 # B: the same 429s without Retry-After: usher's own backoff (50 ms initial) is much shorter.
 http_mode "{\"status\":429,\"count\":4,\"paths\":[\"$IT_SLACK_PATH\",\"$IT_CRM_PATH\"]}"
-tk produce-signups -b "$KAFKA_BOOTSTRAP" -t "$TOPIC" -n 2 -u 2 --seed $SEED --start 1 --count 1 >/dev/null
+tk produce-signups -b "$KAFKA_BOOTSTRAP" -t "$TOPIC" -n 3 -u 3 --seed $SEED --start 1 --count 1 >/dev/null
 wait_at_end 90 "$USHER_PID"
 check_gaps "user1.s$SEED@example.com" 0 1.5 "control without Retry-After retried sooner"
 
+# C: dropped connections.
+http_mode "{\"drop\":true,\"count\":2,\"paths\":[\"$IT_SLACK_PATH\"]}"
+tk produce-signups -b "$KAFKA_BOOTSTRAP" -t "$TOPIC" -n 3 -u 3 --seed $SEED --start 2 --count 1 >/dev/null
+wait_at_end 90 "$USHER_PID"
+n0="$(http_count "$IT_SLACK_PATH" 0)"
+[ "$n0" = 2 ] || fail "$n0 Slack requests dropped by the sink, expected 2"
+
 sink_tally "$T/tally.json"
-check_once "$T/tally.json" '.slack["200"]' 2 $SEED "Slack posts answered 200"
-check_once "$T/tally.json" '.crm["200"]' 2 $SEED "CRM upserts answered 200"
-check_once "$T/tally.json" '.mail' 2 $SEED "welcome e-mails"
+check_once "$T/tally.json" '.slack["200"]' 3 $SEED "Slack posts answered 200"
+check_once "$T/tally.json" '.crm["200"]' 3 $SEED "CRM upserts answered 200"
+check_once "$T/tally.json" '.mail' 3 $SEED "welcome e-mails"
 stats_json "$CONF" "$T/stats.json"
 check_counts "$T/stats.json" "$T/expect.json"
 d="$(dlq_count)"
