@@ -4,7 +4,9 @@
  * done, dead-lettered or abandoned. Each worker owns its Redis connection.
  */
 #include <inttypes.h>
+#include <errno.h>
 #include <limits.h>
+#include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,12 +61,14 @@ typedef struct usher_call {
 } usher_call;
 
 /* A helper thread of one worker: it makes one handler call at a time for its worker, so that
- * the handlers of one event run concurrently. job is guarded by the worker's fan_lock. */
+ * the handlers of one event run concurrently. The worker sets job, then posts go; the runner
+ * makes the call, or quits when job is NULL. */
 typedef struct usher_runner {
     usher_worker *w;
     pthread_t thread;
     usher_conn conn;
-    usher_call *job;          /* the call to make; NULL when idle */
+    sem_t go;
+    usher_call *job;
 } usher_runner;
 
 struct usher_worker {
@@ -75,13 +79,10 @@ struct usher_worker {
     usher_lane lane;
     usher_conn conn;
     /* Runners, started on first need (an event that two or more handlers want). */
-    pthread_mutex_t fan_lock;
-    pthread_cond_t fan_cond;  /* a runner got a job, or quit was set */
-    pthread_cond_t fan_done;  /* a runner finished its job */
     usher_runner *runners;
     size_t nrunners;          /* started */
-    size_t fan_pending;       /* jobs handed out and not yet finished */
-    bool fan_quit;
+    atomic_size_t fan_pending; /* jobs handed out and not yet finished */
+    sem_t fan_done;           /* posted by the runner that finishes the last of them */
     bool runners_failed;      /* a runner thread could not be started: no more tries */
     usher_call *calls;        /* one per handler: the calls of the current attempt */
     /* Markers asked for ahead on runner 1's connection (see process): of the first event of
@@ -746,21 +747,16 @@ static void *runner_main(void *arg)
     snprintf(name, sizeof(name), "usher-w%zu.%zu", w->id, (size_t)(rn - w->runners) + 1);
     pthread_setname_np(pthread_self(), name);
 
-    pthread_mutex_lock(&w->fan_lock);
     for (;;) {
-        while (rn->job == NULL && !w->fan_quit)
-            pthread_cond_wait(&w->fan_cond, &w->fan_lock);
-        if (rn->job == NULL)
-            break; /* quit: the worker never sets it while a job is out */
+        while (sem_wait(&rn->go) != 0 && errno == EINTR)
+            ;
         usher_call *c = rn->job;
-        pthread_mutex_unlock(&w->fan_lock);
+        if (c == NULL)
+            break; /* quit */
         c->res = call_handler(c);
-        pthread_mutex_lock(&w->fan_lock);
-        rn->job = NULL;
-        w->fan_pending--;
-        pthread_cond_signal(&w->fan_done);
+        if (atomic_fetch_sub(&w->fan_pending, 1) == 1) /* (the worker waits for all of them) */
+            sem_post(&w->fan_done);
     }
-    pthread_mutex_unlock(&w->fan_lock);
     return NULL;
 }
 
@@ -768,16 +764,16 @@ static void *runner_main(void *arg)
  * how many run; fewer than want only when a thread could not be started. */
 static size_t ensure_runners(usher_worker *w, size_t want)
 {
-    while (w->nrunners < want) {
+    while (w->nrunners < want && !w->runners_failed) {
         usher_runner *rn = &w->runners[w->nrunners];
         rn->w = w;
         rn->conn.app = w->app;
         snprintf(rn->conn.name, sizeof(rn->conn.name), "worker %zu.%zu", w->id, w->nrunners + 1);
-        if (w->runners_failed || pthread_create(&rn->thread, NULL, runner_main, rn) != 0) {
-            if (!w->runners_failed)
-                usher_warn("worker %zu: cannot start a runner thread; the handlers of an "
-                           "event beyond the first %zu run one after another", w->id,
-                           w->nrunners + 1);
+        sem_init(&rn->go, 0, 0); /* (cannot fail with these arguments) */
+        if (pthread_create(&rn->thread, NULL, runner_main, rn) != 0) {
+            sem_destroy(&rn->go);
+            usher_warn("worker %zu: cannot start a runner thread; the handlers of an event "
+                       "beyond the first %zu run one after another", w->id, w->nrunners + 1);
             w->runners_failed = true;
             break;
         }
@@ -792,15 +788,11 @@ static void fan_out(usher_worker *w, usher_call *calls, size_t n)
 {
     size_t par = n > 1 ? ensure_runners(w, n - 1) : 0;
 
-    if (par > 0) {
-        pthread_mutex_lock(&w->fan_lock);
-        for (size_t k = 1; k <= par; k++) {
-            calls[k].ctx.conn = &w->runners[k - 1].conn;
-            w->runners[k - 1].job = &calls[k];
-        }
-        w->fan_pending = par;
-        pthread_cond_broadcast(&w->fan_cond);
-        pthread_mutex_unlock(&w->fan_lock);
+    atomic_store(&w->fan_pending, par);
+    for (size_t k = 1; k <= par; k++) {
+        calls[k].ctx.conn = &w->runners[k - 1].conn;
+        w->runners[k - 1].job = &calls[k];
+        sem_post(&w->runners[k - 1].go);
     }
     for (size_t k = 0; k < n; k++) {
         if (k >= 1 && k <= par)
@@ -808,12 +800,9 @@ static void fan_out(usher_worker *w, usher_call *calls, size_t n)
         calls[k].ctx.conn = &w->conn;
         calls[k].res = call_handler(&calls[k]);
     }
-    if (par > 0) {
-        pthread_mutex_lock(&w->fan_lock);
-        while (w->fan_pending > 0)
-            pthread_cond_wait(&w->fan_done, &w->fan_lock);
-        pthread_mutex_unlock(&w->fan_lock);
-    }
+    if (par > 0)
+        while (sem_wait(&w->fan_done) != 0 && errno == EINTR)
+            ;
 }
 
 static void batch_pass(usher_worker *w, record *recs, size_t n);
@@ -1213,9 +1202,7 @@ int usher_workers_start(usher_app *app, size_t n, char *errstr, size_t errstr_si
         snprintf(w->conn.name, sizeof(w->conn.name), "worker %zu", i);
         pthread_mutex_init(&w->lane.lock, NULL);
         pthread_cond_init(&w->lane.cond, NULL);
-        pthread_mutex_init(&w->fan_lock, NULL);
-        pthread_cond_init(&w->fan_cond, NULL);
-        pthread_cond_init(&w->fan_done, NULL);
+        sem_init(&w->fan_done, 0, 0);
         w->metrics = calloc(app->reg->count ? app->reg->count : 1, sizeof(*w->metrics));
         w->calls = calloc(app->reg->count ? app->reg->count : 1, sizeof(*w->calls));
         w->runners = calloc(app->reg->count ? app->reg->count : 1, sizeof(*w->runners));
@@ -1244,12 +1231,11 @@ void usher_workers_join(usher_app *app)
         usher_worker *w = &app->workers[i];
         if (w->started)
             pthread_join(w->thread, NULL);
-        pthread_mutex_lock(&w->fan_lock);
-        w->fan_quit = true;
-        pthread_cond_broadcast(&w->fan_cond);
-        pthread_mutex_unlock(&w->fan_lock);
-        for (size_t k = 0; k < w->nrunners; k++) {
+        for (size_t k = 0; k < w->nrunners; k++) { /* (idle: the worker has returned) */
+            w->runners[k].job = NULL;
+            sem_post(&w->runners[k].go);
             pthread_join(w->runners[k].thread, NULL);
+            sem_destroy(&w->runners[k].go);
             conn_free(&w->runners[k].conn);
         }
         conn_free(&w->conn);
@@ -1258,9 +1244,7 @@ void usher_workers_join(usher_app *app)
         free(w->runners);
         pthread_mutex_destroy(&w->lane.lock);
         pthread_cond_destroy(&w->lane.cond);
-        pthread_mutex_destroy(&w->fan_lock);
-        pthread_cond_destroy(&w->fan_cond);
-        pthread_cond_destroy(&w->fan_done);
+        sem_destroy(&w->fan_done);
     }
     free(app->workers);
     app->workers = NULL;
