@@ -434,10 +434,16 @@ static rd_kafka_conf_t *consumer_conf(usher_consumer *c, char *errstr, size_t er
     /* Bounded prefetch (the user may override): with msgq back-pressure this is what bounds
      * memory while workers are behind. The thresholds apply to msgq as a whole (partition
      * queues are forwarded to it). It must hold what the workers process between two nudges
-     * plus a fetch round trip, about 30 ms: 8 MiB is that at over 250 MB/s. */
+     * plus a fetch round trip, about 30 ms: 8 MiB is that at over 250 MB/s. A record in flight
+     * keeps its whole fetch response in memory, so responses are kept small: 256 KiB per
+     * partition instead of 1 MiB (a larger record is still fetched: librdkafka then asks for
+     * more). That took the peak RSS of a million-record counters run from 57-65 MiB to 54-62
+     * at the same speed. */
     if (rd_kafka_conf_set(conf, "queued.max.messages.kbytes", "8192", errstr, errstr_size) !=
             RD_KAFKA_CONF_OK ||
         rd_kafka_conf_set(conf, "queued.min.messages", "100000", errstr, errstr_size) !=
+            RD_KAFKA_CONF_OK ||
+        rd_kafka_conf_set(conf, "max.partition.fetch.bytes", "262144", errstr, errstr_size) !=
             RD_KAFKA_CONF_OK)
         goto fail;
     snprintf(interval, sizeof(interval), "%" PRId64, cfg->report_interval_ms);
