@@ -10,9 +10,10 @@
  *   PREFIX:fence:<topic>:<partition>:<block>   bitmap, bit (offset mod 2^20) of block offset/2^20
  * and counts them only if the bit was clear, so a record redelivered after a crash or a
  * rebalance is not counted twice (usher passes all the events of a record in one call, retries
- * included). One BITFIELD per fence applies a whole batch. Offsets below the partition's
- * committed offset can never be redelivered, so the script deletes the block below the
- * committed offset's block; every block also expires FENCE_TTL_S after its last write, so
+ * included). The batch's bits go in as byte ranges of the fence, each one GETRANGE and one
+ * SETRANGE in the script (the bitmap is the one SETBIT would write). Offsets below the
+ * partition's committed offset can never be redelivered, so the script deletes the block below
+ * the committed offset's block; every block also expires FENCE_TTL_S after its last write, so
  * blocks skipped by a jump in offsets do not stay. A block holds at most 128 KiB.
  *
  * Unique users need no fence: adding a user to a HyperLogLog again changes nothing, so every
@@ -34,42 +35,55 @@
 #include "usher/handler.h"
 
 /* KEYS: the fence blocks of the batch's records, then the blocks to delete. ARGV: number of
- * fence blocks, key prefix, fence TTL; per fence block: its record count c, then the c
- * records' bits (records are numbered 1.. in this order); then per "<type>:<day>": that string
- * and its event count n; last, the record number of every event, space-separated, group by
- * group. When every record is new (the common case), the script counts whole groups and never
- * reads the record numbers. Counter keys derive from the prefix (usher does not support Redis
- * Cluster). Returns how many events were new. */
+ * fence blocks, key prefix, fence TTL; per fence block: its number of ranges, then per range
+ * the byte where it starts in the block and its mask (bytes in the fence's own bit order: the
+ * batch's records in that range have their bit set, the others not); then per
+ * "<type>:<day>": that string and its event count n; last, the record id of every event,
+ * space-separated, group by group, where a record's id is the position of its bit in all the
+ * masks one after the other. Each range is read (GETRANGE) and written back with the mask's
+ * bits added (SETRANGE): no command per record. When every record is new (the common case),
+ * the script counts whole groups and never reads the record ids. Counter keys derive from
+ * the prefix (usher does not support Redis Cluster). Returns how many events were new. */
 static const char count_script[] =
     "local nf, prefix, ttl = tonumber(ARGV[1]), ARGV[2], ARGV[3]\n"
     "for i = nf + 1, #KEYS do redis.call('DEL', KEYS[i]) end\n"
-    "local old, nold, a, r, bf, filled = {}, 0, 4, 0, {}, 0\n"
+    "local band, bor, rshift, byte = bit.band, bit.bor, bit.rshift, string.byte\n"
+    "local old, nold, a, base = {}, 0, 4, 0\n"
     "for f = 1, nf do\n"
-    "  local c = tonumber(ARGV[a])\n"
+    "  local nq = tonumber(ARGV[a])\n"
     "  a = a + 1\n"
-    "  for i = 0, c - 1, 1000 do\n"
-    "    local m = math.min(1000, c - i)\n"
-    "    for j = filled + 1, m do bf[4 * j - 3], bf[4 * j - 2], bf[4 * j] = 'SET', 'u1', '1' end\n"
-    "    if m > filled then filled = m end\n"
-    "    for j = 1, m do bf[4 * j - 1] = ARGV[a + i + j - 1] end\n"
-    "    local res = redis.call('BITFIELD', KEYS[f], unpack(bf, 1, 4 * m))\n"
-    "    for j = 1, m do\n"
-    "      if res[j] ~= 0 then old[r + i + j], nold = true, nold + 1 end\n"
+    "  for q = 1, nq do\n"
+    "    local lo, mask = tonumber(ARGV[a]), ARGV[a + 1]\n"
+    "    local n = #mask\n"
+    "    local ob = { byte(redis.call('GETRANGE', KEYS[f], lo, lo + n - 1), 1, -1) }\n"
+    "    local nb = { byte(mask, 1, -1) }\n"
+    "    for i = 1, #ob do\n"
+    "      local o, m = ob[i], nb[i]\n"
+    "      local c = band(o, m)\n"
+    "      if c ~= 0 then\n"
+    "        for b = 0, 7 do\n"
+    "          if band(c, rshift(128, b)) ~= 0 then\n"
+    "            old[(base + i - 1) * 8 + b], nold = true, nold + 1\n"
+    "          end\n"
+    "        end\n"
+    "      end\n"
+    "      nb[i] = bor(o, m)\n"
     "    end\n"
+    "    redis.call('SETRANGE', KEYS[f], lo, string.char(unpack(nb, 1, n)))\n"
+    "    base = base + n\n"
+    "    a = a + 2\n"
     "  end\n"
     "  redis.call('EXPIRE', KEYS[f], ttl)\n"
-    "  a = a + c\n"
-    "  r = r + c\n"
     "end\n"
-    "local nums = nold > 0 and string.gmatch(ARGV[#ARGV], '%d+') or nil\n"
+    "local ids = nold > 0 and string.gmatch(ARGV[#ARGV], '%d+') or nil\n"
     "local totals, counted, last = {}, 0, #ARGV - 1\n"
     "for g = a, last, 2 do\n"
     "  local td, n = ARGV[g], tonumber(ARGV[g + 1])\n"
     "  local cnt = n\n"
-    "  if nums then\n"
+    "  if ids then\n"
     "    cnt = 0\n"
     "    for k = 1, n do\n"
-    "      if not old[tonumber(nums())] then cnt = cnt + 1 end\n"
+    "      if not old[tonumber(ids())] then cnt = cnt + 1 end\n"
     "    end\n"
     "  end\n"
     "  if cnt > 0 then\n"
@@ -86,6 +100,11 @@ static const char count_script[] =
 #define FENCE_BLOCK_BITS 20
 /* A fence block expires this long after its last write (the markers' default TTL). */
 #define FENCE_TTL_S (30L * 24 * 3600)
+/* A fence range ends where the next record's bit is more than this many bytes on (reading and
+ * writing the bytes between costs less than another range), or where the range would grow
+ * past MAX_RANGE bytes (the script unpacks a range onto Lua's stack, which holds 8000). */
+#define RANGE_GAP 32
+#define MAX_RANGE 4096
 
 
 /* Formats the UTC day of an epoch-ms time as YYYY-MM-DD. */
@@ -274,8 +293,6 @@ typedef struct fence {
     const char *topic;
     int32_t partition;
     int64_t block;
-    size_t nrecs;      /* records of the batch in this block */
-    size_t first;      /* number of the block's first record, from 0 */
     char key[320];
 } fence;
 
@@ -283,8 +300,19 @@ typedef struct fence {
 typedef struct rec {
     const usher_kafka_meta *kafka;
     size_t fence;
-    size_t number;     /* its number in the script's arguments, from 0 */
+    uint32_t bit;      /* its offset within the block */
+    size_t id;         /* the position of its bit in the script's masks */
 } rec;
+
+/* Orders records by fence block, then bit. */
+static int rec_cmp(const void *a, const void *b)
+{
+    const rec *x = *(const rec *const *)a, *y = *(const rec *const *)b;
+
+    if (x->fence != y->fence)
+        return x->fence < y->fence ? -1 : 1;
+    return x->bit < y->bit ? -1 : x->bit > y->bit;
+}
 
 /* A "<type>:<day>" of the batch, how many events have it, and how many of those a user. */
 typedef struct group {
@@ -317,23 +345,42 @@ static size_t fence_of(fence *f, size_t *n, const char *prefix, const char *topi
     return (*n)++;
 }
 
-/* The record of k in r[0..*n), added (with its fence) when new. A record's events come
- * together, so the last one is checked first. */
+/* The record of k in r[0..*n), added (with its fence) when new; SIZE_MAX when k is another
+ * delivery of a record already there (same topic, partition and offset), whose events are
+ * then not counted again. A record's events come together, so the last one is checked
+ * first. */
 static size_t rec_of(rec *r, size_t *n, fence *f, size_t *nf, fence *trims, size_t *nt,
                      const char *prefix, const usher_kafka_meta *k)
 {
     if (*n > 0 && r[*n - 1].kafka == k)
         return *n - 1;
-    for (size_t i = 0; i < *n; i++)
+    for (size_t i = 0; i < *n; i++) {
         if (r[i].kafka == k)
             return i;
+        if (r[i].kafka->offset == k->offset && r[i].kafka->partition == k->partition &&
+            strcmp(r[i].kafka->topic, k->topic) == 0)
+            return SIZE_MAX;
+    }
     r[*n].kafka = k;
     r[*n].fence = fence_of(f, nf, prefix, k->topic, k->partition, k->offset >> FENCE_BLOCK_BITS);
-    f[r[*n].fence].nrecs++;
+    r[*n].bit = (uint32_t)(k->offset & ((INT64_C(1) << FENCE_BLOCK_BITS) - 1));
     int64_t cb = k->committed_offset >> FENCE_BLOCK_BITS;
     if (k->committed_offset > 0 && cb > 0)
         fence_of(trims, nt, prefix, k->topic, k->partition, cb - 1);
     return (*n)++;
+}
+
+/* The end of the fence range that starts at sorted[q] (records q..e-1 are one block's, by
+ * bit): the range stops before a record more than RANGE_GAP bytes past the previous one, or
+ * that would make it longer than MAX_RANGE bytes. Duplicate bits cannot occur (rec_of). */
+static size_t range_end(rec *const *sorted, size_t q, size_t e)
+{
+    size_t lo = sorted[q]->bit >> 3, k = q + 1;
+
+    while (k < e && (sorted[k]->bit >> 3) <= (sorted[k - 1]->bit >> 3) + RANGE_GAP &&
+           (sorted[k]->bit >> 3) - lo < MAX_RANGE)
+        k++;
+    return k;
 }
 
 static void handle_batch(usher_ctx *ctx, const usher_event *const *events, size_t n,
@@ -345,8 +392,9 @@ static void handle_batch(usher_ctx *ctx, const usher_event *const *events, size_
     fence *fences = NULL, *trims = NULL;
     rec *recs = NULL;
     group *groups = NULL;
-    size_t *ev_rec = NULL, *ev_group = NULL, *order = NULL, *by_fence = NULL;
-    size_t nf = 0, nt = 0, nr = 0, ng = 0;
+    size_t *ev_rec = NULL, *ev_group = NULL, *order = NULL;
+    rec **sorted = NULL;
+    size_t nf = 0, nt = 0, nr = 0, ng = 0, m = 0, nargs = 0;
     resp body = { 0 }, nums = { 0 }, pfadd = { 0 };
     size_t npfadd = 0;
     bool pfadd_err = false;
@@ -363,8 +411,8 @@ static void handle_batch(usher_ctx *ctx, const usher_event *const *events, size_
     ev_rec = calloc(n, sizeof(*ev_rec));
     ev_group = calloc(n, sizeof(*ev_group));
     order = calloc(n, sizeof(*order));
-    by_fence = calloc(n, sizeof(*by_fence));
-    if (!fences || !trims || !recs || !groups || !ev_rec || !ev_group || !order || !by_fence) {
+    sorted = calloc(n, sizeof(*sorted));
+    if (!fences || !trims || !recs || !groups || !ev_rec || !ev_group || !order || !sorted) {
         usher_set_reason(ctx, "out_of_memory");
         goto out;
     }
@@ -372,7 +420,10 @@ static void handle_batch(usher_ctx *ctx, const usher_event *const *events, size_
         int64_t ms = events[i]->occurred_at_ms >= 0 ? events[i]->occurred_at_ms : 0;
         int64_t dayn = ms / 86400000;
         size_t g = 0;
-        ev_rec[i] = rec_of(recs, &nr, fences, &nf, trims, &nt, prefix, events[i]->kafka);
+        if ((ev_rec[i] = rec_of(recs, &nr, fences, &nf, trims, &nt, prefix, events[i]->kafka)) ==
+            SIZE_MAX)
+            continue; /* (counted with the other delivery; ev_group unused) */
+        m++;
         while (g < ng && !(groups[g].day == dayn && groups[g].type == events[i]->type))
             g++;
         if (g == ng) {
@@ -399,20 +450,15 @@ static void handle_batch(usher_ctx *ctx, const usher_event *const *events, size_
         else
             t++;
     }
-    /* number the records block by block, and the events group by group (in a group, the
-     * events with a user id first: they are its PFADD's arguments) */
-    for (size_t f = 0, at = 0; f < nf; at += fences[f].nrecs, f++)
-        fences[f].first = at;
-    for (size_t i = 0; i < nr; i++) {
-        fence *f = &fences[recs[i].fence];
-        recs[i].number = f->first++;
-        by_fence[recs[i].number] = i;
-    }
+    /* order the events group by group (in a group, the events with a user id first: they are
+     * its PFADD's arguments) */
     for (size_t g = 0, at = 0; g < ng; at += groups[g].n, g++) {
         groups[g].at_u = at;
         groups[g].at = at + groups[g].u;
     }
     for (size_t i = 0; i < n; i++) {
+        if (ev_rec[i] == SIZE_MAX)
+            continue;
         group *g = &groups[ev_group[i]];
         if (has_user(events[i]))
             order[g->at_u++] = i;
@@ -434,8 +480,11 @@ static void handle_batch(usher_ctx *ctx, const usher_event *const *events, size_
             resp_str(&pfadd, events[order[k + j]]->user.id);
         npfadd++;
     }
-    /* EVALSHA sha numkeys, the keys, 3 scalars, per fence its count and one bit per record,
-     * per group 2, the record numbers */
+    /* EVALSHA sha numkeys, the keys, 3 scalars, per fence its ranges, per group 2, the record
+     * ids */
+    for (size_t i = 0; i < nr; i++)
+        sorted[i] = &recs[i];
+    qsort(sorted, nr, sizeof(*sorted), rec_cmp);
     body.len = HEAD;
     resp_u64(&body, nf + nt);
     for (size_t f = 0; f < nf; f++)
@@ -445,19 +494,38 @@ static void handle_batch(usher_ctx *ctx, const usher_event *const *events, size_
     resp_u64(&body, nf);
     resp_str(&body, prefix);
     resp_u64(&body, (uint64_t)FENCE_TTL_S);
-    for (size_t f = 0, k = 0; f < nf; f++) {
-        resp_u64(&body, fences[f].nrecs);
-        for (size_t j = 0; j < fences[f].nrecs; j++, k++)
-            resp_u64(&body, (uint64_t)(recs[by_fence[k]].kafka->offset &
-                                       ((INT64_C(1) << FENCE_BLOCK_BITS) - 1)));
+    nargs = 3 + nf + nt + 3;
+    for (size_t j = 0, base = 0; j < nr;) { /* fence by fence (sorted[] is in fence order) */
+        size_t f = sorted[j]->fence, e = j, nq = 0;
+        while (e < nr && sorted[e]->fence == f)
+            e++;
+        for (size_t q = j; q < e; q = range_end(sorted, q, e))
+            nq++;
+        resp_u64(&body, nq);
+        for (size_t q = j; q < e;) {
+            size_t qe = range_end(sorted, q, e), lo = sorted[q]->bit >> 3;
+            size_t len = (sorted[qe - 1]->bit >> 3) - lo + 1;
+            unsigned char mask[MAX_RANGE];
+            memset(mask, 0, len);
+            for (size_t k = q; k < qe; k++) {
+                mask[(sorted[k]->bit >> 3) - lo] |= (unsigned char)(0x80u >> (sorted[k]->bit & 7));
+                sorted[k]->id = (base + (sorted[k]->bit >> 3) - lo) * 8 + (sorted[k]->bit & 7);
+            }
+            resp_u64(&body, lo);
+            resp_arg(&body, (const char *)mask, len);
+            base += len;
+            q = qe;
+        }
+        nargs += 1 + 2 * nq;
+        j = e;
     }
     for (size_t g = 0; g < ng; g++) {
         resp_str(&body, groups[g].td);
         resp_u64(&body, groups[g].n);
     }
-    for (size_t k = 0; k < n; k++) {
+    for (size_t k = 0; k < m; k++) {
         if (resp_room(&nums, 21)) {
-            nums.len += put_u64(nums.buf + nums.len, recs[ev_rec[order[k]]].number + 1);
+            nums.len += put_u64(nums.buf + nums.len, recs[ev_rec[order[k]]].id);
             nums.buf[nums.len++] = ' ';
         }
     }
@@ -466,8 +534,7 @@ static void handle_batch(usher_ctx *ctx, const usher_event *const *events, size_
         usher_set_reason(ctx, "out_of_memory");
         goto out;
     }
-    r = run_script(c, state, &pfadd, npfadd, 3 + nf + nt + 3 + nf + nr + 2 * ng + 1, &body,
-                   &pfadd_err);
+    r = run_script(c, state, &pfadd, npfadd, nargs + 2 * ng + 1, &body, &pfadd_err);
     if (r == NULL || c->err) {
         usher_set_reason(ctx, "redis_io");
         usher_redis_broken(ctx);
@@ -494,7 +561,7 @@ out:
     free(ev_rec);
     free(ev_group);
     free(order);
-    free(by_fence);
+    free(sorted);
     free(body.buf);
     free(nums.buf);
     free(pfadd.buf);
