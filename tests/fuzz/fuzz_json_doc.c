@@ -67,7 +67,8 @@ static void same_tree(const usher_jnode *n, const json_t *j, const uint8_t *in, 
             const json_t *jv = json_object_getn(j, k->v.s, k->n);
             CHECK(k->type == USHER_JSTRING, "key type %d", k->type);
             CHECK(jv != NULL, "key \"%s\" not in jansson's object", k->v.s);
-            CHECK(usher_jv_get(n, k->v.s) != NULL || strlen(k->v.s) != k->n, "jv_get misses");
+            if (i < 4) /* (a lookup is a scan: for every member, a wide object took minutes) */
+                CHECK(usher_jv_get(n, k->v.s) == v || strlen(k->v.s) != k->n, "jv_get misses");
             same_tree(v, jv, in, size);
         }
         CHECK(i == n->n, "iterated %zu members of %u", i, n->n);
