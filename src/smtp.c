@@ -259,7 +259,7 @@ void usher_smtp_close(usher_transport *t)
     t->smtp_caps = 0;
     t->reply_len = 0;
     t->smtp_drained = t->smtp_sent = false;
-    t->smtp_tls = 0;
+    t->smtp_tls = SMTP_TLS_UNKNOWN;
     t->smtp_ssl = NULL;
 }
 
@@ -293,12 +293,6 @@ static usher_result smtp_open(usher_ctx *ctx, usher_transport *t, const usher_ma
     }
     rc = curl_easy_perform(t->smtp);
     if (rc == CURLE_OK) {
-        struct curl_tlssessioninfo *tls = NULL;
-        if (curl_easy_getinfo(t->smtp, CURLINFO_TLS_SSL_PTR, &tls) == CURLE_OK && tls != NULL &&
-            tls->backend != CURLSSLBACKEND_NONE && tls->internals != NULL) {
-            t->smtp_tls = tls->backend == CURLSSLBACKEND_OPENSSL ? 1 : -1;
-            t->smtp_ssl = tls->internals;
-        }
         t->smtp_used_ms = usher_now_ms();
         return USHER_OK;
     }
@@ -360,6 +354,19 @@ static int smtp_send(usher_transport *t, const char *p, size_t n, int64_t deadli
         n -= sent;
     }
     t->smtp_sent = true;
+    if (t->smtp_tls == SMTP_TLS_UNKNOWN) {
+        /* (only now: the connect-only transfer left the connection detached from the handle
+         * until this first send, and libcurl then reports no TLS state at all) */
+        struct curl_tlssessioninfo *tls = NULL;
+        t->smtp_tls = SMTP_TLS_OTHER; /* (when libcurl cannot tell: never poll first) */
+        if (curl_easy_getinfo(t->smtp, CURLINFO_TLS_SSL_PTR, &tls) == CURLE_OK && tls != NULL) {
+            if (tls->internals == NULL)
+                t->smtp_tls = SMTP_TLS_NONE;
+            else if (tls->backend == CURLSSLBACKEND_OPENSSL)
+                t->smtp_tls = SMTP_TLS_OPENSSL;
+            t->smtp_ssl = tls->internals;
+        }
+    }
     return IO_OK;
 }
 
@@ -389,7 +396,8 @@ static int smtp_reply(usher_transport *t, long *code, int64_t deadline)
          * answer cannot be here yet, so wait for it instead of trying a read first (unless TLS
          * may hold bytes back that poll() cannot see). */
         if (t->smtp_sent && t->smtp_drained &&
-            (t->smtp_tls == 0 || (t->smtp_tls == 1 && !SSL_has_pending(t->smtp_ssl)))) {
+            (t->smtp_tls == SMTP_TLS_NONE ||
+             (t->smtp_tls == SMTP_TLS_OPENSSL && !SSL_has_pending(t->smtp_ssl)))) {
             int io = smtp_wait(t, POLLIN, deadline);
             if (io != IO_OK)
                 return io;

@@ -15,6 +15,9 @@
 #define SMTP_CAP_SMTPUTF8 2u
 #define SMTP_CAP_SIZE 4u
 
+/* What carries an SMTP session (smtp.c asks libcurl once the session has written). */
+enum { SMTP_TLS_UNKNOWN, SMTP_TLS_NONE, SMTP_TLS_OPENSSL, SMTP_TLS_OTHER };
+
 /* Sockets one HTTP transfer may watch at once (a connect may try IPv6 and IPv4 together). */
 #define HTTP_MAX_SOCKS 4
 
@@ -37,8 +40,8 @@ typedef struct usher_transport {
     size_t reply_len;
     bool smtp_drained;   /* the last read took all there was, in the socket and in TLS */
     bool smtp_sent;      /* a command went out since the last read */
-    int smtp_tls;        /* 0: plain TCP; 1: OpenSSL (smtp_ssl); -1: another TLS library */
-    void *smtp_ssl;      /* its SSL *, when smtp_tls is 1 */
+    int smtp_tls;        /* SMTP_TLS_*: known from the session's first write on */
+    void *smtp_ssl;      /* its SSL *, with SMTP_TLS_OPENSSL */
 } usher_transport;
 
 /* The calling worker's transport (worker.c). */
