@@ -95,7 +95,8 @@ const char *usher_curl_word(CURLcode rc)
 static int on_socket(CURL *e, curl_socket_t fd, int what, void *userp, void *socketp)
 {
     usher_transport *t = userp;
-    short events = (short)((what & CURL_POLL_IN ? POLLIN : 0) | (what & CURL_POLL_OUT ? POLLOUT : 0));
+    short events = (short)((what & CURL_POLL_IN ? POLLIN : 0) |
+                           (what & CURL_POLL_OUT ? POLLOUT : 0));
     int i = 0;
 
     (void)e;
@@ -159,7 +160,8 @@ static CURLcode http_transfer(usher_transport *t)
             wait = t->http_timer_at <= now ? 0
                  : t->http_timer_at - now < INT_MAX ? (int)(t->http_timer_at - now) : INT_MAX;
         for (int i = 0; i < n; i++)
-            pfd[i] = (struct pollfd){ .fd = t->http_socks[i].fd, .events = t->http_socks[i].events };
+            pfd[i] = (struct pollfd){ .fd = t->http_socks[i].fd,
+                                      .events = t->http_socks[i].events };
         r = wait > 0 ? poll(pfd, (nfds_t)n, wait) : 0;
         if (r < 0 && errno != EINTR) {
             rc = CURLE_RECV_ERROR;

@@ -3,8 +3,8 @@
  * chain with per-(event, handler) success tracking and retries, and releases each record as
  * done, dead-lettered or abandoned. Each worker owns its Redis connection.
  */
-#include <inttypes.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <semaphore.h>
 #include <stdio.h>
