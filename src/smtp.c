@@ -223,7 +223,8 @@ static int on_smtp_debug(CURL *h, curl_infotype type, char *data, size_t size, v
         unsigned cap;
     } caps[] = { { "PIPELINING", SMTP_CAP_PIPELINING },
                  { "SMTPUTF8", SMTP_CAP_SMTPUTF8 },
-                 { "SIZE", SMTP_CAP_SIZE } };
+                 { "SIZE", SMTP_CAP_SIZE },
+                 { "CHUNKING", SMTP_CAP_CHUNKING } };
 
     (void)h;
     if (type != CURLINFO_HEADER_IN)
@@ -427,6 +428,7 @@ static usher_result smtp_transaction(usher_ctx *ctx, usher_transport *t, const c
                                      const char *to, bool utf8, int64_t deadline, bool *stale)
 {
     bool pipe = (t->smtp_caps & SMTP_CAP_PIPELINING) != 0, keep = false;
+    bool bdat = pipe && (t->smtp_caps & SMTP_CAP_CHUNKING) != 0;
     char cmd[3][600];
     long code[3] = { 0, 0, 0 }, rset = 0;
     int io = IO_OK, last = -1; /* last: the command whose reply came last */
@@ -440,14 +442,21 @@ static usher_result smtp_transaction(usher_ctx *ctx, usher_transport *t, const c
         snprintf(cmd[0] + strlen(cmd[0]), sizeof(cmd[0]) - strlen(cmd[0]), " SMTPUTF8");
     snprintf(cmd[0] + strlen(cmd[0]), sizeof(cmd[0]) - strlen(cmd[0]), "\r\n");
     snprintf(cmd[1], sizeof(cmd[1]), "RCPT TO:%s\r\n", to);
-    snprintf(cmd[2], sizeof(cmd[2]), "DATA\r\n");
+    if (bdat) /* (the message as it is: no line of it starts with '.', so nothing is stuffed) */
+        snprintf(cmd[2], sizeof(cmd[2]), "BDAT %zu LAST\r\n", t->msg_len - 3);
+    else
+        snprintf(cmd[2], sizeof(cmd[2]), "DATA\r\n");
     /* With PIPELINING: the three commands in one write, then their three replies (DATA may get
      * its 354 even after MAIL or RCPT was refused: the message is then never sent, and the
-     * session closed). Without: one at a time, stopping at the first refusal. */
+     * session closed). With CHUNKING too (RFC 3030), BDAT carries the message right behind the
+     * commands, and its reply is the message's: one round trip instead of two. Without
+     * PIPELINING: one at a time, stopping at the first refusal. */
     if (pipe) {
         char all[sizeof(cmd)];
         snprintf(all, sizeof(all), "%s%s%s", cmd[0], cmd[1], cmd[2]);
         io = smtp_send(t, all, strlen(all), deadline);
+        if (bdat && io == IO_OK)
+            io = smtp_send(t, t->msg, t->msg_len - 3, deadline);
     }
     for (int i = 0; i < 3 && io == IO_OK; i++) {
         if (!pipe)
@@ -457,6 +466,11 @@ static usher_result smtp_transaction(usher_ctx *ctx, usher_transport *t, const c
         if (io == IO_OK && !pipe && code[i] != (i == 2 ? 354 : 250) &&
             !(i == 1 && code[i] == 251))
             break;
+    }
+    if (bdat && io == IO_OK && code[0] == 250 && (code[1] == 250 || code[1] == 251) &&
+        code[2] >= 200 && code[2] < 300) {
+        t->smtp_used_ms = usher_now_ms();
+        return USHER_OK;
     }
     if (io == IO_OK && code[0] == 250 && (code[1] == 250 || code[1] == 251) && code[2] == 354) {
         io = smtp_send(t, t->msg, t->msg_len, deadline);

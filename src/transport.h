@@ -14,6 +14,7 @@
 #define SMTP_CAP_PIPELINING 1u
 #define SMTP_CAP_SMTPUTF8 2u
 #define SMTP_CAP_SIZE 4u
+#define SMTP_CAP_CHUNKING 8u
 
 /* What carries an SMTP session (smtp.c asks libcurl once the session has written). */
 enum { SMTP_TLS_UNKNOWN, SMTP_TLS_NONE, SMTP_TLS_OPENSSL, SMTP_TLS_OTHER };

@@ -4,7 +4,8 @@
 # through retries (the SMTP sink answers 451 three times, the HTTP sink 503 to three CRM calls)
 # delivers everything — so the secrets were really used — and none of the three strings
 # appears anywhere in usher's stdout/stderr, nor in check-config's. The SMTP sink offers no
-# PIPELINING here, so usher sends one command at a time (and no command arrives pipelined).
+# PIPELINING here, so usher sends one command at a time (and no command arrives pipelined, and
+# no message by BDAT, although CHUNKING is offered).
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 it_init handlers_secrets
 
@@ -63,6 +64,8 @@ tempfailed="$(curl -fsS "$SMTP_CONTROL_URL/_control/stats" | jq '.stats.tempfail
 [ "$tempfailed" = 3 ] || fail "the SMTP sink answered 451 $tempfailed times, expected 3"
 pipelined="$(curl -fsS "$SMTP_CONTROL_URL/_control/stats" | jq '.stats.pipelined')"
 [ "$pipelined" = 0 ] || fail "$pipelined SMTP commands arrived pipelined to a sink that does not offer it"
+bdat="$(curl -fsS "$SMTP_CONTROL_URL/_control/stats" | jq '.stats.bdat')"
+[ "$bdat" = 0 ] || fail "$bdat messages came by BDAT without PIPELINING (usher uses it only with both)"
 retried="$(grep -c 'retry\|RETRY\|451\|503' "$T/usher.log" || true)"
 log "delivered with the secrets: $mails authenticated e-mails, $crm_ok CRM upserts after 3 x 503, $slack_ok Slack posts after 3 x 451 for mail; $retried log lines about retries"
 

@@ -13,7 +13,7 @@
 it_init retry_after
 
 SEED=43
-start_sinks
+SINKS_SMTP_NO_CHUNKING=1 start_sinks  # (the e-mails go by pipelined DATA here)
 create_topics 1
 CONF="$T/usher.conf"
 handlers_config "$CONF"
@@ -73,6 +73,8 @@ sink_tally "$T/tally.json"
 check_once "$T/tally.json" '.slack["200"]' 3 $SEED "Slack posts answered 200"
 check_once "$T/tally.json" '.crm["200"]' 3 $SEED "CRM upserts answered 200"
 check_once "$T/tally.json" '.mail' 3 $SEED "welcome e-mails"
+bdat="$(curl -fsS "$SMTP_CONTROL_URL/_control/stats" | jq '.stats.bdat')"
+[ "$bdat" = 0 ] || fail "$bdat messages came by BDAT to a sink that does not offer CHUNKING"
 stats_json "$CONF" "$T/stats.json"
 check_counts "$T/stats.json" "$T/expect.json"
 d="$(dlq_count)"

@@ -139,7 +139,7 @@ class State:
             self.tempfail_until = 0.0
             self.reject_re = None
             self.stats = {"connections": 0, "stored": 0, "tempfailed": 0, "rcpt_rejected": 0,
-                          "auth_ok": 0, "auth_failed": 0, "pipelined": 0}
+                          "auth_ok": 0, "auth_failed": 0, "pipelined": 0, "bdat": 0}
 
     def set_mode(self, mode):
         """Replace the whole mode (absent keys = off). Raises ValueError (or re.error) on bad
@@ -262,6 +262,7 @@ class Config:
         self.max_size = args.max_size          # 0 = no limit
         self.smtputf8 = not args.no_smtputf8
         self.pipelining = not args.no_pipelining
+        self.chunking = not args.no_chunking
         self.state = state
         self.maildir = maildir
         self.sessions = set()
@@ -270,7 +271,7 @@ class Config:
 
 
 # Session input modes: what the next bytes in the buffer are.
-CMD, DATA, AUTH_PLAIN, AUTH_LOGIN_USER, AUTH_LOGIN_PASS = range(5)
+CMD, DATA, AUTH_PLAIN, AUTH_LOGIN_USER, AUTH_LOGIN_PASS, BDAT = range(6)
 
 
 class Session(asyncio.Protocol):
@@ -374,6 +375,9 @@ class Session(asyncio.Protocol):
                 if not self.take_data():
                     return
                 continue
+            if self.mode == BDAT:
+                self.take_chunk()
+                continue
             lf = buf.find(b"\n")
             if lf < 0:
                 if len(buf) > DATA_LINE_LIMIT:  # over-long line: drop it as it arrives
@@ -388,7 +392,8 @@ class Session(asyncio.Protocol):
                 continue
             self.last_active = self.loop.time()
             if self.mode == CMD:
-                if b"\n" in buf:  # the next command came before this one's reply
+                # the next command came before this one's reply (BDAT's own chunk follows it)
+                if b"\n" in buf and not line[:5].upper().startswith(b"BDAT "):
                     self.cfg.state.count("pipelined")
                 self.command(line.rstrip(b"\r\n"))
             else:
@@ -432,6 +437,8 @@ class Session(asyncio.Protocol):
         self.mail_from = None
         self.mail_options = []
         self.rcpt_tos = []
+        self.chunks = None         # the BDAT chunks of the message so far
+        self.chunk_refused = None  # the reply owed after the last chunk, when refused
 
     def need_helo(self, helo="HELO"):
         """True (and 503 sent) if no HELO/EHLO was given yet."""
@@ -459,8 +466,8 @@ class Session(asyncio.Protocol):
         self.reply(f"250 {self.cfg.hostname}")
 
     def smtp_EHLO(self, arg):
-        """EHLO: advertises SIZE, 8BITMIME, PIPELINING (unless --no-pipelining), SMTPUTF8 (unless
-        --no-smtputf8), AUTH when required."""
+        """EHLO: advertises SIZE, 8BITMIME, PIPELINING (unless --no-pipelining), CHUNKING (unless
+        --no-chunking), SMTPUTF8 (unless --no-smtputf8), AUTH when required."""
         if not arg:
             return self.reply("501 Syntax: EHLO hostname")
         self.new_envelope()
@@ -472,6 +479,8 @@ class Session(asyncio.Protocol):
         lines.append("250-8BITMIME")
         if self.cfg.pipelining:
             lines.append("250-PIPELINING")
+        if self.cfg.chunking:
+            lines.append("250-CHUNKING")
         if self.cfg.smtputf8:
             lines.append("250-SMTPUTF8")
         if self.creds is not None:
@@ -677,6 +686,60 @@ class Session(asyncio.Protocol):
         self.data_refused = None
         self.reply("354 End data with <CR><LF>.<CR><LF>")
 
+    def smtp_BDAT(self, arg):
+        """BDAT <size> [LAST] (RFC 3030): the next SIZE bytes are a chunk of the message, taken
+        as they are (no dot-stuffing). The reply comes once the chunk is read, also when the
+        command is refused, since a client sends the chunk regardless: 250 per chunk, and after
+        the LAST one the end-of-DATA decision (451, or stored and 250, after the delay_on "data"
+        delay)."""
+        if not self.cfg.chunking:
+            return self.reply('500 Error: command "BDAT" not recognized')
+        words = (arg or "").split()
+        if not words or not words[0].isdigit():  # (no size: the chunk cannot be skipped)
+            return self.reply("501 Syntax: BDAT <size> [LAST]")
+        refused = None
+        if len(words) > 2 or (len(words) == 2 and words[1].upper() != "LAST"):
+            refused = "501 Syntax: BDAT <size> [LAST]"
+        elif not self.host_name:
+            refused = "503 Error: send HELO first"
+        elif self.creds is not None and self.auth_login is None:
+            refused = "530 5.7.0 Authentication required"
+        elif not self.rcpt_tos:
+            refused = "503 5.5.1 Error: need RCPT command"
+        if self.chunks is None:
+            self.chunks = bytearray()
+        self.chunk_refused = self.chunk_refused or refused
+        self.chunk_left = int(words[0])
+        self.chunk_last = len(words) == 2
+        self.mode = BDAT
+        self.cfg.state.count("bdat")
+        if self.chunk_left == 0:
+            self.take_chunk()
+
+    def take_chunk(self):
+        """Consume what has arrived of the current BDAT chunk; once it is complete, reply."""
+        buf = self.buf
+        n = min(len(buf), self.chunk_left)
+        if self.chunk_refused is None and self.cfg.max_size and \
+                len(self.chunks) + n > self.cfg.max_size:
+            self.chunk_refused = "552 Error: Too much mail data"
+        if self.chunk_refused is None:
+            self.chunks += buf[:n]
+        del buf[:n]
+        self.chunk_left -= n
+        if self.chunk_left > 0:
+            return
+        self.mode = CMD
+        self.last_active = self.loop.time()
+        refused = self.chunk_refused
+        if refused is not None or self.chunk_last:
+            data, self.chunks, self.chunk_refused = bytes(self.chunks), None, None
+            if refused is not None:
+                self.new_envelope()
+                return self.reply(refused)
+            return self.finish_data(data)
+        self.reply(f"250 2.0.0 {n} octets received")
+
     # -- DATA ---------------------------------------------------------------------------------
 
     def take_data(self):
@@ -831,6 +894,7 @@ def parse_args(argv):
     p.add_argument("--max-size", type=int, default=32 * 1024 * 1024,
                    help="largest message accepted (SIZE), bytes; default 32 MiB")
     p.add_argument("--no-smtputf8", action="store_true", help="do not advertise SMTPUTF8")
+    p.add_argument("--no-chunking", action="store_true", help="do not advertise CHUNKING (BDAT)")
     p.add_argument("--no-pipelining", action="store_true",
                    help="do not advertise PIPELINING (clients then send one command at a time)")
     p.add_argument("--hostname", default="smtp-sink.test", help="name in greeting and EHLO")
