@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """sink_latency.py SMTP_URL HTTP_URL CONCURRENCY SECONDS: what the sinks alone take per call.
 
-Runs CONCURRENCY SMTP sessions (each sending one e-mail after another, MAIL/RCPT/DATA pipelined
-as usher sends them, to calibrate@sink.test) and 2 x CONCURRENCY HTTP keep-alive connections
+Runs CONCURRENCY SMTP sessions (each sending one e-mail after another to calibrate@sink.test,
+as usher sends them: MAIL, RCPT and BDAT with the message in one write when the sink offers
+CHUNKING, else MAIL, RCPT and DATA in one write and the message after the 354) and 2 x CONCURRENCY HTTP keep-alive connections
 (each POSTing to /calibrate one request after another) at the same time for SECONDS, the load a
 handler row puts on the sinks at that in-flight level, from one asyncio client with nothing in
 between. Prints one JSON object: mean and median milliseconds per e-mail and per HTTP request,
@@ -19,30 +20,38 @@ BODY = ("From: <calibrate@sink.test>\r\nTo: <calibrate@sink.test>\r\nSubject: ca
         + "calibration line of about the length of a welcome e-mail's\r\n" * 24 + ".\r\n").encode()
 
 
-async def reply(r):
-    """Reads one SMTP reply (its last line); fails on a refusal."""
+async def reply(r, keep=False):
+    """Reads one SMTP reply; fails on a refusal. Returns its lines when KEEP."""
+    lines = b""
     while True:
         line = await r.readline()
         if not line:
             raise ConnectionError("SMTP sink closed the connection")
+        if keep:
+            lines += line
         if line[3:4] != b"-":
             if line[:1] not in b"23":
                 raise RuntimeError(f"SMTP sink refused: {line!r}")
-            return
+            return lines
 
 
 async def smtp_session(url, end, out):
     r, w = await asyncio.open_connection(url.hostname, url.port)
     await reply(r)
     w.write(b"EHLO calibrate\r\n")
-    await reply(r)
+    chunking = b"CHUNKING" in await reply(r, keep=True)
+    env = b"MAIL FROM:<calibrate@sink.test>\r\nRCPT TO:<calibrate@sink.test>\r\n"
     while time.monotonic() < end:
         t = time.perf_counter()
-        w.write(b"MAIL FROM:<calibrate@sink.test>\r\nRCPT TO:<calibrate@sink.test>\r\nDATA\r\n")
+        if chunking:
+            w.write(env + b"BDAT %d LAST\r\n" % (len(BODY) - 3) + BODY[:-3])
+        else:
+            w.write(env + b"DATA\r\n")
         for _ in range(3):
             await reply(r)
-        w.write(BODY)
-        await reply(r)
+        if not chunking:
+            w.write(BODY)
+            await reply(r)
         out.append((time.perf_counter() - t) * 1000)
     w.write(b"QUIT\r\n")
     w.close()
