@@ -191,6 +191,16 @@ static void conn_read_owed(usher_conn *c)
     }
 }
 
+/* Reads the replies owed on all of w's connections: every write w's calls sent without waiting
+ * (markers, metrics) is then in Redis, whichever connection a later reader uses. Only while
+ * w's runners are idle. */
+static void worker_read_owed(usher_worker *w)
+{
+    conn_read_owed(&w->conn);
+    for (size_t r = 0; r < w->nrunners; r++)
+        conn_read_owed(&w->runners[r].conn);
+}
+
 static void conn_free(usher_conn *c)
 {
     conn_read_owed(c);
@@ -360,9 +370,7 @@ static size_t send_markers(usher_worker *w, usher_conn *conn, const usher_call *
     }
     if (k == 0 || k < min_k)
         return 0;
-    conn_read_owed(&w->conn);
-    for (size_t i = 0; i < w->nrunners; i++)
-        conn_read_owed(&w->runners[i].conn);
+    worker_read_owed(w);
     if ((c = usher_redis(&ctx)) == NULL)
         return 0;
     if (redisAppendCommandArgv(c, (int)k + 1, argv, lens) != REDIS_OK || !send_appended(&ctx, c))
@@ -623,11 +631,8 @@ static bool must_abandon(usher_worker *w, usher_item *it)
  * it only while w's runners are idle. */
 static void settle(usher_worker *w)
 {
-    if (w->ndone > 0) {
-        conn_read_owed(&w->conn);
-        for (size_t r = 0; r < w->nrunners; r++)
-            conn_read_owed(&w->runners[r].conn);
-    }
+    if (w->ndone > 0)
+        worker_read_owed(w);
     flush_metrics(w, false);
     for (size_t i = 0; i < w->ndone; i++)
         item_release(w->app, w->done[i], true);
