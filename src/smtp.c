@@ -5,7 +5,8 @@
  * offered, AUTH) and carries its bytes (curl_easy_send/recv, so TLS stays libcurl's); usher
  * speaks the mail transaction itself, because libcurl sends MAIL, RCPT and DATA one round trip
  * at a time. When the server offers PIPELINING (RFC 2920) the three go out in one write and a
- * message costs two round trips instead of four. The session is kept for the next message; one
+ * message costs two round trips instead of four; with CHUNKING (RFC 3030) too, BDAT carries the
+ * message in that same write: one round trip. The session is kept for the next message; one
  * that the server dropped while idle is noticed before anything was accepted and opened anew.
  */
 #include <ctype.h>
@@ -133,7 +134,8 @@ static void id_safe(const char *s, char *out, size_t n)
 }
 
 /* Builds m's message in t->msg (headers, a multipart/alternative body of the text and the
- * HTML, the terminating "." line), ready for DATA. False when out of memory. */
+ * HTML, the terminating "." line), ready for DATA (BDAT sends it without the "." line). False
+ * when out of memory. */
 static bool build_message(usher_transport *t, const usher_mail *m, time_t now)
 {
     /* "=_" never occurs in quoted-printable text, so no part can contain the boundary */
@@ -355,11 +357,18 @@ static int smtp_send(usher_transport *t, const char *p, size_t n, int64_t deadli
         n -= sent;
     }
     t->smtp_sent = true;
+    return IO_OK;
+}
+
+/* True unless the session's bytes cannot wait in TLS, where poll() does not see them: plain
+ * TCP, or OpenSSL holding none. Call it only after a send. */
+static bool tls_may_hold(usher_transport *t)
+{
     if (t->smtp_tls == SMTP_TLS_UNKNOWN) {
         /* (only now: the connect-only transfer left the connection detached from the handle
-         * until this first send, and libcurl then reports no TLS state at all) */
+         * until the first send, and libcurl then reports no TLS state at all) */
         struct curl_tlssessioninfo *tls = NULL;
-        t->smtp_tls = SMTP_TLS_OTHER; /* (when libcurl cannot tell: never poll first) */
+        t->smtp_tls = SMTP_TLS_OTHER; /* (when libcurl cannot tell: assume it may) */
         if (curl_easy_getinfo(t->smtp, CURLINFO_TLS_SSL_PTR, &tls) == CURLE_OK && tls != NULL) {
             if (tls->internals == NULL)
                 t->smtp_tls = SMTP_TLS_NONE;
@@ -368,7 +377,8 @@ static int smtp_send(usher_transport *t, const char *p, size_t n, int64_t deadli
             t->smtp_ssl = tls->internals;
         }
     }
-    return IO_OK;
+    return t->smtp_tls == SMTP_TLS_OTHER ||
+           (t->smtp_tls == SMTP_TLS_OPENSSL && SSL_has_pending(t->smtp_ssl));
 }
 
 /* Reads one whole reply (its continuation lines skipped) and leaves its code in *code. */
@@ -396,9 +406,7 @@ static int smtp_reply(usher_transport *t, long *code, int64_t deadline)
         /* Nothing read since a command went out and nothing was left to read before: the
          * answer cannot be here yet, so wait for it instead of trying a read first (unless TLS
          * may hold bytes back that poll() cannot see). */
-        if (t->smtp_sent && t->smtp_drained &&
-            (t->smtp_tls == SMTP_TLS_NONE ||
-             (t->smtp_tls == SMTP_TLS_OPENSSL && !SSL_has_pending(t->smtp_ssl)))) {
+        if (t->smtp_sent && t->smtp_drained && !tls_may_hold(t)) {
             int io = smtp_wait(t, POLLIN, deadline);
             if (io != IO_OK)
                 return io;

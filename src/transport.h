@@ -35,7 +35,7 @@ typedef struct usher_transport {
     char *smtp_session;  /* what it was opened for (URL, user, password); NULL: none open */
     unsigned smtp_caps;  /* SMTP_CAP_* of its server */
     int64_t smtp_used_ms; /* when it last finished a transaction (monotonic) */
-    char *msg;           /* the message being sent, as DATA carries it */
+    char *msg;           /* the message being sent, as DATA carries it ("." line included) */
     size_t msg_len, msg_cap;
     char reply[1024];    /* reply bytes read and not yet parsed */
     size_t reply_len;

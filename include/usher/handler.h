@@ -194,7 +194,8 @@ typedef struct usher_mail {
 /* Sends m; classifies like usher_http (SMTP 4xx and connection errors retry, 5xx fail). The
  * calling thread keeps its SMTP session open for the next message to the same smtp_url with the
  * same credentials (another server or user opens a new one), and sends MAIL, RCPT and DATA in
- * one write when the server offers PIPELINING. */
+ * one write when the server offers PIPELINING (with CHUNKING too, BDAT and the message in that
+ * same write). */
 usher_result usher_smtp_send(usher_ctx *ctx, const usher_mail *m);
 
 /* --- idempotency markers ----------------------------------------------------------------- */
