@@ -8,7 +8,7 @@
 #  B. control, same config: another signup gets 429 without Retry-After: the next attempt comes
 #     within 1.5 s, so the 2 s in A were the header's doing, not the backoff's.
 #  C. a third signup: the sink closes the connection without an answer on the first two Slack
-#     requests: each is retried (on a new connection) and the post then completes once.
+#     requests: each is retried and the post then completes once.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 it_init retry_after
 
