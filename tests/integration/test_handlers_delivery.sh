@@ -6,8 +6,9 @@
 # upserts (keyed by e-mail, bearer token, first/last name). Then a second group with the same
 # key_prefix re-reads every record (a redelivery): nothing is sent a second time; nor when the
 # same event comes in two consecutive records. The sink offers PIPELINING and CHUNKING, and
-# every e-mail's MAIL, RCPT and BDAT (with the message) came in one write. SMTP sessions the server closes while idle are opened
-# anew without a retry; a refused recipient is dead-lettered (smtp_550) and its session kept.
+# every e-mail's MAIL, RCPT and BDAT (with the message) came in one write. SMTP sessions the
+# server closes while idle are opened anew without a retry; a refused recipient is
+# dead-lettered (smtp_550) and its session kept.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 it_init handlers_delivery
 
@@ -115,9 +116,9 @@ check_deliveries
 log "$N e-mails, $N Slack posts, $N CRM upserts, one per user"
 # The sink offers PIPELINING and CHUNKING: each message's MAIL, RCPT and BDAT came in one write
 # (the RCPT and the BDAT of each ahead of the replies before them), the message as BDAT's chunk.
-pipelined="$(curl -fsS "$SMTP_CONTROL_URL/_control/stats" | jq '.stats.pipelined')"
+read -r pipelined bdat < <(curl -fsS "$SMTP_CONTROL_URL/_control/stats" |
+  jq -r '"\(.stats.pipelined) \(.stats.bdat)"')
 [ "$pipelined" = $((2 * N)) ] || fail "$pipelined SMTP commands arrived pipelined, expected $((2 * N))"
-bdat="$(curl -fsS "$SMTP_CONTROL_URL/_control/stats" | jq '.stats.bdat')"
 [ "$bdat" = $N ] || fail "$bdat messages came by BDAT, expected $N"
 stats_json "$T/usher.conf" "$T/stats.json"
 for h in welcome_email slack_notify crm_sync; do

@@ -440,19 +440,29 @@ class Session(asyncio.Protocol):
         self.chunks = None         # the BDAT chunks of the message so far
         self.chunk_refused = None  # the reply owed after the last chunk, when refused
 
+    def helo_refusal(self, helo="HELO"):
+        """The 503 owed when no HELO/EHLO was given yet, else None."""
+        return None if self.host_name else f"503 Error: send {helo} first"
+
+    def auth_refusal(self):
+        """The 530 owed when AUTH is required and has not succeeded yet, else None."""
+        if self.creds is not None and self.auth_login is None:
+            return "530 5.7.0 Authentication required"
+        return None
+
     def need_helo(self, helo="HELO"):
         """True (and 503 sent) if no HELO/EHLO was given yet."""
-        if not self.host_name:
-            self.reply(f"503 Error: send {helo} first")
-            return True
-        return False
+        line = self.helo_refusal(helo)
+        if line:
+            self.reply(line)
+        return line is not None
 
     def need_auth(self):
         """True (and 530 sent) if AUTH is required and has not succeeded yet."""
-        if self.creds is not None and self.auth_login is None:
-            self.reply("530 5.7.0 Authentication required")
-            return True
-        return False
+        line = self.auth_refusal()
+        if line:
+            self.reply(line)
+        return line is not None
 
     # -- commands (aiosmtpd 1.4's replies) ----------------------------------------------------
 
@@ -697,15 +707,11 @@ class Session(asyncio.Protocol):
         words = (arg or "").split()
         if not words or not words[0].isdigit():  # (no size: the chunk cannot be skipped)
             return self.reply("501 Syntax: BDAT <size> [LAST]")
-        refused = None
         if len(words) > 2 or (len(words) == 2 and words[1].upper() != "LAST"):
             refused = "501 Syntax: BDAT <size> [LAST]"
-        elif not self.host_name:
-            refused = "503 Error: send HELO first"
-        elif self.creds is not None and self.auth_login is None:
-            refused = "530 5.7.0 Authentication required"
-        elif not self.rcpt_tos:
-            refused = "503 5.5.1 Error: need RCPT command"
+        else:
+            refused = self.helo_refusal() or self.auth_refusal() or \
+                (None if self.rcpt_tos else "503 5.5.1 Error: need RCPT command")
         if self.chunks is None:
             self.chunks = bytearray()
         self.chunk_refused = self.chunk_refused or refused
