@@ -204,6 +204,32 @@ t="$("${C[@]}" --url "$SMTP_URL" --mail-from a@example.org --mail-rcpt b@example
       --upload-file "$T/m1.eml" -w '%{time_total}')" || fail "delayed send failed"
 awk -v t="$t" 'BEGIN{exit !(t >= 0.7)}' || fail "delay 700 ms: took ${t}s"
 
+log "smtp: the replies to pipelined MAIL, RCPT and BDAT LAST come together, after the delay"
+# (as Postfix answers a group; one command at a time is answered at once)
+python3 - "$SMTP_PORT" <<'PY' || fail "pipelined replies not grouped"
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+f = s.makefile("rb")
+def reply():
+    lines = [f.readline()]
+    while lines[-1][3:4] == b"-":
+        lines.append(f.readline())
+    return lines
+reply()                                   # greeting
+s.sendall(b"EHLO selftest\r\n")
+assert any(b"CHUNKING" in l for l in reply()), "no CHUNKING"
+s.sendall(b"NOOP\r\n")
+assert reply()[0].startswith(b"250"), "NOOP not answered at once"
+body = b"Subject: grouped\r\n\r\nHi\r\n"
+t0 = time.monotonic()
+s.sendall(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nBDAT %d LAST\r\n%s"
+          % (len(body), body))
+first = s.recv(4096)
+took = time.monotonic() - t0
+assert first.count(b"\r\n") == 3 and first.startswith(b"250") and b"queued" in first, first
+assert took >= 0.69, f"replies after {took:.3f} s, before the 700 ms delay"
+PY
+
 log "smtp: AUTH required at runtime (mode auth_user/auth_password)"
 smode '{"auth_user":"usher","auth_password":"s3cret"}'
 send b@example.org a0 && fail "send without AUTH accepted while AUTH is required"

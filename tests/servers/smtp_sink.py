@@ -281,7 +281,11 @@ class Session(asyncio.Protocol):
     delayed, further input is only buffered, so a pipelining client sees exactly the sequential
     dialogue; delays are timers, so a waiting connection costs no CPU; a message is stored (or
     refused) when its end arrives, delay or not, and it has been renamed into the maildir and
-    indexed before its 250 reply is written.
+    indexed before its 250 reply is written. As RFC 2920 lets a server (and as Postfix does),
+    the replies to a group of pipelined commands go out together, in one write, once the
+    commands that arrived are handled or a reply must wait: a pipelining client gets the
+    replies to MAIL, RCPT and BDAT in one segment, a client sending one command at a time each
+    reply at once.
     """
 
     def __init__(self, cfg):
@@ -296,6 +300,8 @@ class Session(asyncio.Protocol):
         self.transport = transport
         self.loop = asyncio.get_running_loop()
         self.buf = bytearray()
+        self.out = bytearray()     # replies not yet written (see flush)
+        self.processing = False    # inside process(): replies wait for its end
         self.mode = CMD
         self.busy = False          # a reply is pending on a timer
         self.timer = None
@@ -332,34 +338,42 @@ class Session(asyncio.Protocol):
     # -- replies ------------------------------------------------------------------------------
 
     def reply(self, *lines, close=False):
-        """Send one reply (several LINES = one multi-line reply, sent in one write) after the
-        delay_on "all" delay, if any; with CLOSE, close the connection after it."""
+        """Queue one reply (several LINES = one multi-line reply) and write it with those queued
+        before it: after the delay_on "all" delay, if any, else at once, or at the end of
+        process() when called from it; with CLOSE, close the connection after it."""
         if self.closed:
             return
-        payload = ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
+        self.out += ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
         delay = self.cfg.state.delay_all
         if delay:
             self.busy = True
-            self.timer = self.loop.call_later(delay, self.send_delayed, payload, close)
-        else:
-            self.transport.write(payload)
-            if close:
-                self.close()
+            self.timer = self.loop.call_later(delay, self.send_delayed, close)
+        elif close:
+            self.close()
+        elif not self.processing:
+            self.flush()
 
-    def send_delayed(self, payload, close):
-        """Timer callback of reply(): write PAYLOAD, then resume reading buffered input."""
+    def flush(self):
+        """Write the queued replies, in one write."""
+        if self.out:
+            self.transport.write(bytes(self.out))
+            self.out.clear()
+
+    def send_delayed(self, close):
+        """Timer callback of reply(): write the queued replies, then resume reading input."""
         self.timer = None
         if self.closed:
             return
-        self.transport.write(payload)
         if close:
             self.close()
             return
+        self.flush()
         self.busy = False
         self.process()
 
     def close(self):
-        """Close after the queued replies are flushed; ignore all further input."""
+        """Close after the queued replies are written; ignore all further input."""
+        self.flush()
         self.closed = True
         self.buf.clear()
         self.transport.close()
@@ -368,7 +382,18 @@ class Session(asyncio.Protocol):
 
     def process(self):
         """Handle every complete command line / DATA section in the buffer, in order, until it
-        is exhausted or a reply is pending on a timer."""
+        is exhausted or a reply is pending on a timer; then write the replies queued meanwhile
+        (unless a timer writes them, with its own)."""
+        self.processing = True
+        try:
+            self.process_input()
+        finally:
+            self.processing = False
+        if not self.busy and not self.closed:
+            self.flush()
+
+    def process_input(self):
+        """process() without the write."""
         buf = self.buf
         while buf and not self.busy and not self.closed:
             if self.mode == DATA:
