@@ -33,8 +33,8 @@
 
 /* --- the message ------------------------------------------------------------------------- */
 
-/* Appends n bytes to t->msg; false when out of memory. */
-static bool msg_add(usher_transport *t, const char *p, size_t n)
+/* Makes room for n more bytes in t->msg; false when out of memory. */
+static bool msg_room(usher_transport *t, size_t n)
 {
     if (t->msg_len + n > t->msg_cap) {
         size_t cap = t->msg_cap ? t->msg_cap : 4096;
@@ -46,6 +46,14 @@ static bool msg_add(usher_transport *t, const char *p, size_t n)
         t->msg = nm;
         t->msg_cap = cap;
     }
+    return true;
+}
+
+/* Appends n bytes to t->msg; false when out of memory. */
+static bool msg_add(usher_transport *t, const char *p, size_t n)
+{
+    if (!msg_room(t, n))
+        return false;
     memcpy(t->msg + t->msg_len, p, n);
     t->msg_len += n;
     return true;
@@ -360,6 +368,24 @@ static int smtp_send(usher_transport *t, const char *p, size_t n, int64_t deadli
     return IO_OK;
 }
 
+/* Sends the n bytes of head and then the message without its "." line (as BDAT carries it),
+ * in one write when there is memory for it; t->msg is as before afterwards. */
+static int smtp_send_before_msg(usher_transport *t, const char *head, size_t n,
+                                int64_t deadline)
+{
+    int io;
+
+    if (!msg_room(t, n)) { /* (two writes, then) */
+        io = smtp_send(t, head, n, deadline);
+        return io == IO_OK ? smtp_send(t, t->msg, t->msg_len - 3, deadline) : io;
+    }
+    memmove(t->msg + n, t->msg, t->msg_len);
+    memcpy(t->msg, head, n);
+    io = smtp_send(t, t->msg, n + t->msg_len - 3, deadline);
+    memmove(t->msg, t->msg + n, t->msg_len);
+    return io;
+}
+
 /* True unless the session's bytes cannot wait in TLS, where poll() does not see them: plain
  * TCP, or OpenSSL holding none. Call it only after a send. */
 static bool tls_may_hold(usher_transport *t)
@@ -457,14 +483,13 @@ static usher_result smtp_transaction(usher_ctx *ctx, usher_transport *t, const c
     /* With PIPELINING: the three commands in one write, then their three replies (DATA may get
      * its 354 even after MAIL or RCPT was refused: the message is then never sent, and the
      * session closed). With CHUNKING too (RFC 3030), BDAT carries the message right behind the
-     * commands, and its reply is the message's: one round trip instead of two. Without
-     * PIPELINING: one at a time, stopping at the first refusal. */
+     * commands, in the same write, and its reply is the message's: one round trip instead of
+     * two. Without PIPELINING: one at a time, stopping at the first refusal. */
     if (pipe) {
         char all[sizeof(cmd)];
         snprintf(all, sizeof(all), "%s%s%s", cmd[0], cmd[1], cmd[2]);
-        io = smtp_send(t, all, strlen(all), deadline);
-        if (bdat && io == IO_OK)
-            io = smtp_send(t, t->msg, t->msg_len - 3, deadline);
+        io = bdat ? smtp_send_before_msg(t, all, strlen(all), deadline)
+                  : smtp_send(t, all, strlen(all), deadline);
     }
     for (int i = 0; i < 3 && io == IO_OK; i++) {
         if (!pipe)

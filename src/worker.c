@@ -144,11 +144,14 @@ static void item_release(usher_app *app, usher_item *it, bool done)
     atomic_fetch_sub(&app->inflight, 1);
 }
 
+/* Wakes the drain waiters. (The lock is taken and dropped before the wake-up, not around it:
+ * a waiter either sees the new counts when it checks them under the lock, or is already
+ * waiting; and a woken waiter does not find the lock still held and go back to sleep on it.) */
 static void drain_signal(usher_app *app)
 {
     pthread_mutex_lock(&app->drain_lock);
-    pthread_cond_broadcast(&app->drain_cond);
     pthread_mutex_unlock(&app->drain_lock);
+    pthread_cond_broadcast(&app->drain_cond);
 }
 
 void usher_item_finish(usher_app *app, usher_item *it, bool done)
@@ -576,8 +579,8 @@ void usher_workers_dispatch(usher_app *app, usher_item **items, size_t n)
         else
             lane->head = head[l];
         lane->tail = tail[l];
-        pthread_cond_signal(&lane->cond);
         pthread_mutex_unlock(&lane->lock);
+        pthread_cond_signal(&lane->cond); /* (after the unlock: see drain_signal) */
     }
 }
 
