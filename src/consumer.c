@@ -370,7 +370,7 @@ static usher_item *wrap(usher_consumer *c, rd_kafka_message_t *msg)
         rd_kafka_message_destroy(msg); /* not ours (any more): the owner reads it again */
         return NULL;
     }
-    it = calloc(1, sizeof(*it));
+    it = usher_item_new(c->app);
     if (it == NULL)
         abort();
     it->msg = msg;
@@ -574,6 +574,7 @@ int usher_run(const usher_config *cfg, usher_registry *reg)
     struct sigaction sa;
 
     atomic_init(&app.inflight, 0);
+    atomic_init(&app.spare, NULL);
     atomic_init(&app.quit, false);
     pthread_mutex_init(&app.drain_lock, NULL);
     pthread_cond_init(&app.drain_cond, NULL);
@@ -665,6 +666,7 @@ out:
         usher_workers_join(&app);
     if (app.dlq != NULL)
         usher_dlq_destroy(app.dlq, 5000);
+    usher_items_free(&app);
     for (size_t i = 0; i < c.nparts; i++)
         usher_partition_unref(c.parts[i]);
     free(c.parts);

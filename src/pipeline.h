@@ -71,11 +71,19 @@ typedef struct usher_app {
     unsigned next_lane;          /* poll thread only: where the search for a free lane starts */
     usher_lane_load *lane_load;  /* per worker */
     atomic_int inflight;         /* items handed out and not yet finished */
+    _Atomic(usher_item *) spare; /* finished items for usher_item_new (never more than were
+                                    in flight at once) */
+    usher_item *spare_taken;     /* poll thread only: spare items it took over */
     atomic_bool quit;            /* workers: abandon what is left and exit */
     pthread_mutex_t drain_lock;  /* with drain_cond: signalled whenever an item finishes */
     pthread_cond_t drain_cond;
 } usher_app;
 
+/* A zeroed item: a finished one when there is one, else a new allocation (NULL when out of
+ * memory). Poll thread only. */
+usher_item *usher_item_new(usher_app *app);
+/* Frees the finished items kept for reuse; call once no item is in use any more. */
+void usher_items_free(usher_app *app);
 /* Releases an item: when done, marks its offset finished in the tracker (so it can be
  * committed); otherwise the offset stays unfinished and is redelivered to whoever owns the
  * partition next. Thread-safe. */
