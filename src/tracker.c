@@ -34,7 +34,12 @@ void usher_partition_ref(usher_partition *p)
 
 void usher_partition_unref(usher_partition *p)
 {
-    if (p == NULL || atomic_fetch_sub(&p->refs, 1) != 1)
+    usher_partition_unref_n(p, 1);
+}
+
+void usher_partition_unref_n(usher_partition *p, int n)
+{
+    if (p == NULL || atomic_fetch_sub(&p->refs, n) != n)
         return;
     pthread_mutex_destroy(&p->lock);
     free(p->offsets);
@@ -88,23 +93,23 @@ out:
     return rc;
 }
 
-void usher_partition_done(usher_partition *p, int64_t offset)
+void usher_partition_done_n(usher_partition *p, const int64_t *offsets, size_t n)
 {
-    size_t lo = 0, hi;
-
     pthread_mutex_lock(&p->lock);
-    hi = p->count;
-    /* The ring holds increasing offsets: binary search in logical order. */
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int64_t v = p->offsets[(p->head + mid) % p->cap];
-        if (v < offset)
-            lo = mid + 1;
-        else
-            hi = mid;
+    for (size_t i = 0; i < n; i++) {
+        size_t lo = 0, hi = p->count;
+        /* The ring holds increasing offsets: binary search in logical order. */
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            int64_t v = p->offsets[(p->head + mid) % p->cap];
+            if (v < offsets[i])
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo < p->count && p->offsets[(p->head + lo) % p->cap] == offsets[i])
+            p->done[(p->head + lo) % p->cap] = 1;
     }
-    if (lo < p->count && p->offsets[(p->head + lo) % p->cap] == offset)
-        p->done[(p->head + lo) % p->cap] = 1;
     while (p->count > 0 && p->done[p->head]) {
         p->head = (p->head + 1) % p->cap;
         p->count--;

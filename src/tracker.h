@@ -38,13 +38,15 @@ typedef struct usher_partition {
 /* Returns a new partition tracker with one reference, or NULL on allocation failure. */
 usher_partition *usher_partition_new(const char *topic, int32_t partition);
 void usher_partition_ref(usher_partition *p);
-/* Drops a reference; frees the tracker with the last one. */
+/* Drops a reference (n references); frees the tracker with the last one. */
 void usher_partition_unref(usher_partition *p);
+void usher_partition_unref_n(usher_partition *p, int n);
 
 /* Records that offset was handed to a worker. Offsets must increase. Returns 0, -1 on ENOMEM. */
 int usher_partition_dispatch(usher_partition *p, int64_t offset);
-/* Marks offset finished (all handlers done or dead-letter acknowledged). */
-void usher_partition_done(usher_partition *p, int64_t offset);
+/* Marks offsets[0..n) finished (all handlers done or dead-letter acknowledged), under one
+ * lock. */
+void usher_partition_done_n(usher_partition *p, const int64_t *offsets, size_t n);
 /* The offset to commit: every record below it is finished. -1 when nothing was dispatched. */
 int64_t usher_partition_position(usher_partition *p);
 /* Number of dispatched offsets not yet covered by the position. */

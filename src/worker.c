@@ -150,27 +150,65 @@ void usher_items_free(usher_app *app)
     app->spare_taken = NULL;
 }
 
-/* usher_item_finish without the wake-up of drain waiters: the caller signals drain_cond. */
-static void item_release(usher_app *app, usher_item *it, bool done)
+/* usher_item_finish of its[0..n) without the wake-up of drain waiters (the caller signals
+ * drain_cond), with one lock of each partition's tracker and one update of each shared count
+ * for all of them, not one per item. */
+static void items_release(usher_app *app, usher_item **its, size_t n, bool done)
 {
-    usher_partition *p = it->part;
+    usher_partition *parts[MAX_TAKE];
+    int per_part[MAX_TAKE];
+    int64_t offsets[MAX_TAKE];
+    size_t nparts = 0;
+    usher_item *first = NULL, *last = NULL;
 
-    if (done)
-        usher_partition_done(p, it->meta.offset);
-    if (it->keyslot >= 0)
-        atomic_fetch_sub(&app->keyslots[it->keyslot].inflight, 1);
-    atomic_fetch_sub(&app->lane_load[it->lane].n, 1);
-    rd_kafka_message_destroy(it->msg);
-    if (it->headers != it->inline_headers)
-        free(it->headers);
-    /* kept for usher_item_new: one allocation per record fewer, and none freed across threads */
-    it->next = atomic_load_explicit(&app->spare, memory_order_relaxed);
-    while (!atomic_compare_exchange_weak_explicit(&app->spare, &it->next, it,
-                                                  memory_order_release, memory_order_relaxed))
-        ;
-    atomic_fetch_sub(&p->pending, 1);
-    usher_partition_unref(p);
-    atomic_fetch_sub(&app->inflight, 1);
+    if (n == 0)
+        return;
+    for (size_t i = 0; i < n; i++) { /* (the items' partitions, each once) */
+        size_t j = 0;
+        while (j < nparts && parts[j] != its[i]->part)
+            j++;
+        if (j == nparts) {
+            parts[nparts] = its[i]->part;
+            per_part[nparts++] = 0;
+        }
+        per_part[j]++;
+    }
+    for (size_t j = 0; done && j < nparts; j++) {
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (its[i]->part == parts[j])
+                offsets[k++] = its[i]->meta.offset;
+        usher_partition_done_n(parts[j], offsets, k);
+    }
+    for (size_t i = 0; i < n; i++) {
+        usher_item *it = its[i];
+        if (it->keyslot >= 0)
+            atomic_fetch_sub(&app->keyslots[it->keyslot].inflight, 1);
+        atomic_fetch_sub_explicit(&app->lane_load[it->lane].n, 1, memory_order_relaxed);
+        rd_kafka_message_destroy(it->msg);
+        if (it->headers != it->inline_headers)
+            free(it->headers);
+        it->next = NULL;
+        if (last != NULL)
+            last->next = it;
+        else
+            first = it;
+        last = it;
+    }
+    /* kept for usher_item_new (one allocation per record fewer, none freed across threads);
+     * from here on the items may be in use again */
+    if (first != NULL) {
+        last->next = atomic_load_explicit(&app->spare, memory_order_relaxed);
+        while (!atomic_compare_exchange_weak_explicit(&app->spare, &last->next, first,
+                                                      memory_order_release,
+                                                      memory_order_relaxed))
+            ;
+    }
+    for (size_t j = 0; j < nparts; j++) {
+        atomic_fetch_sub(&parts[j]->pending, per_part[j]);
+        usher_partition_unref_n(parts[j], per_part[j]);
+    }
+    atomic_fetch_sub(&app->inflight, (int)n);
 }
 
 /* Wakes the drain waiters. (The lock is taken and dropped before the wake-up, not around it:
@@ -185,7 +223,7 @@ static void drain_signal(usher_app *app)
 
 void usher_item_finish(usher_app *app, usher_item *it, bool done)
 {
-    item_release(app, it, done);
+    items_release(app, &it, 1, done);
     drain_signal(app);
 }
 
@@ -666,8 +704,7 @@ static void settle(usher_worker *w)
     if (w->ndone > 0)
         worker_read_owed(w);
     flush_metrics(w, false);
-    for (size_t i = 0; i < w->ndone; i++)
-        item_release(w->app, w->done[i], true);
+    items_release(w->app, w->done, w->ndone, true);
     if (w->ndone > 0)
         drain_signal(w->app);
     w->ndone = 0;

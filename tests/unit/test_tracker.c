@@ -9,6 +9,12 @@
 
 #include "tracker.h"
 
+/* Marks one offset finished. */
+static void done(usher_partition *p, int64_t offset)
+{
+    usher_partition_done_n(p, &offset, 1);
+}
+
 static void test_empty_has_no_position(void **state)
 {
     (void)state;
@@ -25,15 +31,15 @@ static void test_out_of_order_completion_commits_prefix_only(void **state)
     for (int64_t o = 10; o < 15; o++)
         assert_int_equal(usher_partition_dispatch(p, o), 0);
     assert_int_equal(usher_partition_position(p), 10);
-    usher_partition_done(p, 12);
-    usher_partition_done(p, 14);
+    done(p, 12);
+    done(p, 14);
     assert_int_equal(usher_partition_position(p), 10);
-    usher_partition_done(p, 10);
+    done(p, 10);
     assert_int_equal(usher_partition_position(p), 11);
-    usher_partition_done(p, 11);
+    done(p, 11);
     assert_int_equal(usher_partition_position(p), 13);
     assert_int_equal(usher_partition_unfinished(p), 2);
-    usher_partition_done(p, 13);
+    done(p, 13);
     assert_int_equal(usher_partition_position(p), 15);
     assert_int_equal(usher_partition_unfinished(p), 0);
     usher_partition_unref(p);
@@ -47,11 +53,11 @@ static void test_gaps_in_offsets(void **state)
     usher_partition_dispatch(p, 5);
     usher_partition_dispatch(p, 9);
     usher_partition_dispatch(p, 20);
-    usher_partition_done(p, 9);
+    done(p, 9);
     assert_int_equal(usher_partition_position(p), 5);
-    usher_partition_done(p, 5);
+    done(p, 5);
     assert_int_equal(usher_partition_position(p), 20);
-    usher_partition_done(p, 20);
+    done(p, 20);
     assert_int_equal(usher_partition_position(p), 21);
     usher_partition_unref(p);
 }
@@ -63,8 +69,8 @@ static void test_abandoned_offset_blocks_position(void **state)
     usher_partition_dispatch(p, 0);
     usher_partition_dispatch(p, 1);
     usher_partition_dispatch(p, 2);
-    usher_partition_done(p, 0);
-    usher_partition_done(p, 2); /* 1 is never finished (abandoned on revoke) */
+    done(p, 0);
+    done(p, 2); /* 1 is never finished (abandoned on revoke) */
     assert_int_equal(usher_partition_position(p), 1);
     usher_partition_unref(p);
 }
@@ -81,11 +87,11 @@ static void test_ring_growth_and_wraparound(void **state)
         int64_t first = usher_partition_position(p);
         /* Finish all but the last 5, newest first. */
         for (int64_t o = next - 6; o >= first; o--)
-            usher_partition_done(p, o);
+            done(p, o);
         assert_int_equal(usher_partition_position(p), next - 5);
     }
     for (int64_t o = next - 5; o < next; o++)
-        usher_partition_done(p, o);
+        done(p, o);
     assert_int_equal(usher_partition_position(p), next);
     assert_int_equal(usher_partition_unfinished(p), 0);
     usher_partition_unref(p);
@@ -96,9 +102,27 @@ static void test_done_of_unknown_offset_is_ignored(void **state)
     (void)state;
     usher_partition *p = usher_partition_new("t", 0);
     usher_partition_dispatch(p, 7);
-    usher_partition_done(p, 6);
-    usher_partition_done(p, 8);
+    done(p, 6);
+    done(p, 8);
     assert_int_equal(usher_partition_position(p), 7);
+    usher_partition_unref(p);
+}
+
+static void test_done_of_many_at_once(void **state)
+{
+    (void)state;
+    usher_partition *p = usher_partition_new("t", 0);
+    const int64_t some[] = { 4, 2, 11, 9, 3 }, rest[] = { 5, 6, 7, 8 };
+    for (int64_t o = 2; o < 10; o++)
+        usher_partition_dispatch(p, o);
+    usher_partition_done_n(p, some, 5); /* (in any order; 11 is unknown: ignored) */
+    assert_int_equal(usher_partition_position(p), 5);
+    assert_int_equal(usher_partition_unfinished(p), 5);
+    usher_partition_done_n(p, rest, 0);
+    assert_int_equal(usher_partition_position(p), 5);
+    usher_partition_done_n(p, rest, 4);
+    assert_int_equal(usher_partition_position(p), 10);
+    assert_int_equal(usher_partition_unfinished(p), 0);
     usher_partition_unref(p);
 }
 
@@ -111,6 +135,7 @@ int main(void)
         cmocka_unit_test(test_abandoned_offset_blocks_position),
         cmocka_unit_test(test_ring_growth_and_wraparound),
         cmocka_unit_test(test_done_of_unknown_offset_is_ignored),
+        cmocka_unit_test(test_done_of_many_at_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
