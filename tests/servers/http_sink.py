@@ -416,7 +416,6 @@ class Conn(asyncio.Protocol):
             if not colon:
                 return self.error(400, f"bad header line {line[:100]!r}")
             headers.append([name.strip(), value.strip()])
-        self.headers = headers
         hmap = {}
         for name, value in headers:
             key = name.lower()
@@ -458,12 +457,12 @@ class Conn(asyncio.Protocol):
             return self.send(status, json_body(obj), JSON, ())
         fault = sink.take_fault(path)
         if fault and fault["delay_ms"]:
-            req = (self.method, url, self.headers, self.close_after, body, fault)
+            req = (self.method, url, self.hmap, self.close_after, body, fault)
             self.busy = True
             self.timer = self.loop.call_later(fault["delay_ms"] / 1000.0, self.finish_delayed,
                                               req)
         else:
-            self.finish(self.method, url, self.headers, self.close_after, body, fault)
+            self.finish(self.method, url, self.hmap, self.close_after, body, fault)
 
     def finish_delayed(self, req):
         """Timer callback of a delayed request: finish it, then resume reading input."""
@@ -475,16 +474,13 @@ class Conn(asyncio.Protocol):
         self.finish(*req)
         self.process()
 
-    def finish(self, method, url, headers, close_after, body, fault):
-        """Log the request, then answer it (or drop the connection for a "drop" fault)."""
+    def finish(self, method, url, hmap, close_after, body, fault):
+        """Log the request, then answer it (or drop the connection for a "drop" fault). HMAP:
+        the headers by lower-case name (repeated ones joined with ", ")."""
         sink = self.srv.sink
         path = url.path
-        hdict = {}
-        for name, value in headers:
-            key = name.lower()
-            hdict[key] = f"{hdict[key]}, {value}" if key in hdict else value
         entry = {"seq": None, "path": path, "query": url.query, "method": method,
-                 "headers": hdict, "ts": time.time()}
+                 "headers": hmap, "ts": time.time()}
         try:
             entry["body"] = body.decode("utf-8")
         except UnicodeDecodeError:
