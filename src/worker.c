@@ -159,7 +159,6 @@ static void items_release(usher_app *app, usher_item **its, size_t n, bool done)
     int per_part[MAX_TAKE];
     int64_t offsets[MAX_TAKE];
     size_t nparts = 0;
-    usher_item *first = NULL, *last = NULL;
 
     if (n == 0)
         return;
@@ -188,22 +187,14 @@ static void items_release(usher_app *app, usher_item **its, size_t n, bool done)
         rd_kafka_message_destroy(it->msg);
         if (it->headers != it->inline_headers)
             free(it->headers);
-        it->next = NULL;
-        if (last != NULL)
-            last->next = it;
-        else
-            first = it;
-        last = it;
+        it->next = i + 1 < n ? its[i + 1] : NULL;
     }
     /* kept for usher_item_new (one allocation per record fewer, none freed across threads);
      * from here on the items may be in use again */
-    if (first != NULL) {
-        last->next = atomic_load_explicit(&app->spare, memory_order_relaxed);
-        while (!atomic_compare_exchange_weak_explicit(&app->spare, &last->next, first,
-                                                      memory_order_release,
-                                                      memory_order_relaxed))
-            ;
-    }
+    its[n - 1]->next = atomic_load_explicit(&app->spare, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak_explicit(&app->spare, &its[n - 1]->next, its[0],
+                                                  memory_order_release, memory_order_relaxed))
+        ;
     for (size_t j = 0; j < nparts; j++) {
         atomic_fetch_sub(&parts[j]->pending, per_part[j]);
         usher_partition_unref_n(parts[j], per_part[j]);
