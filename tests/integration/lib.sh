@@ -372,6 +372,12 @@ mail_count() {
   if [ -f "$SMTP_MAILDIR/index.jsonl" ]; then wc -l <"$SMTP_MAILDIR/index.jsonl"; else echo 0; fi
 }
 
+# smtp_stats NAME...: the SMTP sink's counters NAME... (its /_control/stats), space-separated.
+smtp_stats() {
+  curl -fsS "$SMTP_CONTROL_URL/_control/stats" |
+    jq -r '[.stats[$ARGS.positional[]] | tostring] | join(" ")' --args "$@"
+}
+
 # redis_count PATTERN: keys matching PATTERN (SCAN, so it never blocks Redis).
 redis_count() {
   local keys

@@ -116,8 +116,7 @@ check_deliveries
 log "$N e-mails, $N Slack posts, $N CRM upserts, one per user"
 # The sink offers PIPELINING and CHUNKING: each message's MAIL, RCPT and BDAT came in one write
 # (the RCPT and the BDAT of each ahead of the replies before them), the message as BDAT's chunk.
-read -r pipelined bdat < <(curl -fsS "$SMTP_CONTROL_URL/_control/stats" |
-  jq -r '"\(.stats.pipelined) \(.stats.bdat)"')
+read -r pipelined bdat < <(smtp_stats pipelined bdat)
 [ "$pipelined" = $((2 * N)) ] || fail "$pipelined SMTP commands arrived pipelined, expected $((2 * N))"
 [ "$bdat" = $N ] || fail "$bdat messages came by BDAT, expected $N"
 stats_json "$T/usher.conf" "$T/stats.json"
@@ -184,7 +183,7 @@ log "$closed SMTP sessions closed by the server while idle: the next 40 e-mails 
 # A refused recipient (550) fails for good: the record is dead-lettered with reason smtp_550,
 # and RSET keeps the session, so no new connection is opened for it, nor for the 40 e-mails
 # after it (every worker sends some).
-conns0="$(curl -fsS "$SMTP_CONTROL_URL/_control/stats" | jq '.stats.connections')"
+conns0="$(smtp_stats connections)"
 curl -fsS -X POST -d "{\"reject_rcpt\":\"^user[0-9]+\\\\.s$((SEED + 3))@\"}" \
   "$SMTP_CONTROL_URL/_control/mode" >/dev/null || fail "the SMTP sink refused the reject_rcpt mode"
 tk produce-signups -b "$KAFKA_BOOTSTRAP" -t "$TOPIC" -n 2 -u 2 --seed $((SEED + 3)) >/dev/null
@@ -193,9 +192,9 @@ curl -fsS -X POST -d '{}' "$SMTP_CONTROL_URL/_control/mode" >/dev/null || fail "
 tk produce-signups -b "$KAFKA_BOOTSTRAP" -t "$TOPIC" -n 40 -u 40 --seed $((SEED + 4)) >/dev/null
 wait_at_end 60 "$USHER_PID"
 stats_json "$T/usher2.conf" "$T/stats4.json"
-got="$(mail_count) $(jq -c '[.dead_letter_reasons.smtp_550, .handlers.welcome_email.dead_lettered]' "$T/stats4.json") $(curl -fsS "$SMTP_CONTROL_URL/_control/stats" | jq -c '[.stats.rcpt_rejected, .stats.connections]')"
-[ "$got" = "$((N + 121)) [2,2] [2,$conns0]" ] ||
-  fail "after 2 refused and 40 accepted recipients: e-mails, [smtp_550 reasons, dead-lettered], [refusals, connections] = $got, expected $((N + 121)) [2,2] [2,$conns0]"
+got="$(mail_count) $(jq -c '[.dead_letter_reasons.smtp_550, .handlers.welcome_email.dead_lettered]' "$T/stats4.json") $(smtp_stats rcpt_rejected connections)"
+[ "$got" = "$((N + 121)) [2,2] 2 $conns0" ] ||
+  fail "after 2 refused and 40 accepted recipients: e-mails, [smtp_550 reasons, dead-lettered], refusals, connections = $got, expected $((N + 121)) [2,2] 2 $conns0"
 log "2 recipients refused with 550: dead-lettered as smtp_550; the sessions stayed open for the next e-mails"
 usher_stop "$USHER_PID" 15
 [ "$STOP_RC" = 0 ] || fail "usher exited $STOP_RC after SIGTERM, expected 0"
