@@ -740,7 +740,7 @@ class Session(asyncio.Protocol):
         if self.chunks is None:
             self.chunks = bytearray()
         self.chunk_refused = self.chunk_refused or refused
-        self.chunk_left = int(words[0])
+        self.chunk_size = self.chunk_left = int(words[0])
         self.chunk_last = len(words) == 2
         self.mode = BDAT
         self.cfg.state.count("bdat")
@@ -769,7 +769,7 @@ class Session(asyncio.Protocol):
                 self.new_envelope()
                 return self.reply(refused)
             return self.finish_data(data)
-        self.reply(f"250 2.0.0 {n} octets received")
+        self.reply(f"250 2.0.0 {self.chunk_size} octets received")
 
     # -- DATA ---------------------------------------------------------------------------------
 
