@@ -3,11 +3,12 @@
 
 Runs CONCURRENCY SMTP sessions (each sending one e-mail after another to calibrate@sink.test,
 as usher sends them: MAIL, RCPT and BDAT with the message in one write when the sink offers
-CHUNKING, else MAIL, RCPT and DATA in one write and the message after the 354) and 2 x CONCURRENCY HTTP keep-alive connections
-(each POSTing to /calibrate one request after another) at the same time for SECONDS, the load a
-handler row puts on the sinks at that in-flight level, from one asyncio client with nothing in
-between. Prints one JSON object: mean and median milliseconds per e-mail and per HTTP request,
-and how many of each. Standard library only.
+CHUNKING, else MAIL, RCPT and DATA in one write and the message after the 354) and
+2 x CONCURRENCY HTTP keep-alive connections (each POSTing to /calibrate one request after
+another) at the same time for SECONDS, the load a handler row puts on the sinks at that
+in-flight level, from one asyncio client with nothing in between. Prints one JSON object:
+mean and median milliseconds per e-mail and per HTTP request, and how many of each. Standard
+library only.
 """
 import asyncio
 import json
