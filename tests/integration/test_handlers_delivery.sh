@@ -5,10 +5,10 @@
 # carries no name), 500 Slack posts (one per user, JSON with text + mrkdwn block) and 500 HubSpot
 # upserts (keyed by e-mail, bearer token, first/last name). Then a second group with the same
 # key_prefix re-reads every record (a redelivery): nothing is sent a second time; nor when the
-# same event comes in two consecutive records. The sink offers PIPELINING and CHUNKING, and
-# every e-mail's MAIL, RCPT and BDAT (with the message) came in one write. SMTP sessions the
-# server closes while idle are opened anew without a retry; a refused recipient is
-# dead-lettered (smtp_550) and its session kept.
+# same event comes in two consecutive records. The sink offers PIPELINING and CHUNKING: every
+# e-mail's RCPT and BDAT arrived before the replies to the commands ahead of them (pipelined),
+# and every message came as a BDAT chunk. SMTP sessions the server closes while idle are opened
+# anew without a retry; a refused recipient is dead-lettered (smtp_550) and its session kept.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 it_init handlers_delivery
 
@@ -114,8 +114,9 @@ usher_start "$T/usher.conf" "$T/usher.log"
 wait_at_end 120 "$USHER_PID"
 check_deliveries
 log "$N e-mails, $N Slack posts, $N CRM upserts, one per user"
-# The sink offers PIPELINING and CHUNKING: each message's MAIL, RCPT and BDAT came in one write
-# (the RCPT and the BDAT of each ahead of the replies before them), the message as BDAT's chunk.
+# The sink offers PIPELINING and CHUNKING: the RCPT and the BDAT of each message arrived ahead
+# of the replies before them (2 per message), and each message came as BDAT's chunk. (That
+# the chunk shares its command's write is not visible to the sink: TCP may split or join.)
 read -r pipelined bdat < <(smtp_stats pipelined bdat)
 [ "$pipelined" = $((2 * N)) ] || fail "$pipelined SMTP commands arrived pipelined, expected $((2 * N))"
 [ "$bdat" = $N ] || fail "$bdat messages came by BDAT, expected $N"
