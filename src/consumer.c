@@ -183,6 +183,7 @@ static void drain(usher_consumer *c, usher_partition **ps, size_t n, int64_t dea
 
     for (size_t i = 0; i < n; i++)
         atomic_store(&ps[i]->revoked, true);
+    usher_workers_dispatch_all(app); /* (the lanes abandon the revoked ones) */
     usher_workers_wake(app);
     pthread_mutex_lock(&app->drain_lock);
     for (;;) {
@@ -388,7 +389,6 @@ static usher_item *wrap(usher_consumer *c, rd_kafka_message_t *msg)
     if (usher_partition_dispatch(p, msg->offset) != 0)
         abort();
     atomic_fetch_add(&p->pending, 1);
-    atomic_fetch_add(&c->app->inflight, 1);
     return it;
 }
 
@@ -519,13 +519,17 @@ static int poll_loop(usher_consumer *c)
 
     while (!stop_signal && rc == 0) {
         int room = cfg->max_inflight - atomic_load(&c->app->inflight);
+        int ready = atomic_load_explicit(&c->app->ready_n, memory_order_relaxed);
         size_t n = 0;
-        if (room > 0) {
-            size_t want = (size_t)room < POLL_BATCH ? (size_t)room : POLL_BATCH;
-            /* Wait for the first record only; then take what is already there. (A batch
-             * call with a timeout waits for the whole batch.) */
+        if (ready < c->app->ready_max) {
+            size_t want = (size_t)(c->app->ready_max - ready);
+            /* Wait for the first record only when nothing else can go out; then take what is
+             * already there. (A batch call with a timeout waits for the whole batch.) */
             ssize_t got = 0;
-            if ((batch[0] = rd_kafka_consume_queue(c->msgq, 100)) != NULL)
+            if (want > POLL_BATCH)
+                want = POLL_BATCH;
+            if ((batch[0] = rd_kafka_consume_queue(c->msgq, room > 0 && ready == 0 ? 100 : 0)) !=
+                NULL)
                 got = 1 + (want > 1 ? rd_kafka_consume_batch_queue(c->msgq, 0, batch + 1,
                                                                    want - 1) : 0);
             for (ssize_t i = 0; i < got; i++) {
@@ -534,16 +538,14 @@ static int poll_loop(usher_consumer *c)
                 else
                     rd_kafka_message_destroy(batch[i]);
             }
-            /* Rebalances and errors; also any record that arrived before forwarding. */
-            while (rc == 0 && n < POLL_BATCH && (msg = rd_kafka_consumer_poll(c->rk, 0)) != NULL)
-                rc = take(c, msg, items, &n);
-        } else {
-            /* Full: serve rebalances and errors, then sleep until a record finishes (at most
-             * 20 ms, so the consumer queue is still polled often). */
-            while (rc == 0 && n < POLL_BATCH && (msg = rd_kafka_consumer_poll(c->rk, 0)) != NULL)
-                rc = take(c, msg, items, &n);
-            wait_for_room(c->app, 20);
         }
+        /* Rebalances and errors; also any record that arrived before forwarding. */
+        while (rc == 0 && n < POLL_BATCH && (msg = rd_kafka_consumer_poll(c->rk, 0)) != NULL)
+            rc = take(c, msg, items, &n);
+        /* Full, and nothing new taken: sleep until a record finishes (at most 20 ms, so the
+         * consumer queue is still polled often). Workers hand out ready records themselves. */
+        if (room <= 0 && n == 0)
+            wait_for_room(c->app, 20);
         usher_workers_dispatch(c->app, items, n);
         /* After holding back, msgq may have filled and its fetchers stopped: while the loop
          * drains it (a full 8 MiB takes well under a second), keep them awake. */
@@ -574,10 +576,13 @@ int usher_run(const usher_config *cfg, usher_registry *reg)
     struct sigaction sa;
 
     atomic_init(&app.inflight, 0);
+    atomic_init(&app.ready_n, 0);
+    app.ready_max = cfg->max_inflight < POLL_BATCH ? cfg->max_inflight : POLL_BATCH;
     atomic_init(&app.spare, NULL);
     atomic_init(&app.quit, false);
     pthread_mutex_init(&app.drain_lock, NULL);
     pthread_cond_init(&app.drain_cond, NULL);
+    pthread_mutex_init(&app.dispatch_lock, NULL);
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);
@@ -628,6 +633,7 @@ int usher_run(const usher_config *cfg, usher_registry *reg)
                cfg->dlq_topic ? cfg->dlq_topic : "no");
 
     rc = poll_loop(&c);
+    usher_workers_dispatch_all(&app); /* (what was wrapped is run or abandoned) */
 
     /* Drain: finish what is in flight within the budget, commit, leave the group. */
     c.drain_deadline = usher_now_ms() + cfg->drain_timeout_ms;
@@ -680,6 +686,7 @@ out:
     usher_redis_target_free(&app.redis);
     pthread_mutex_destroy(&app.drain_lock);
     pthread_cond_destroy(&app.drain_cond);
+    pthread_mutex_destroy(&app.dispatch_lock);
     if (rc == 0)
         usher_info("stopped cleanly");
     return rc;

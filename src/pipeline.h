@@ -3,7 +3,8 @@
  * (worker.c) and the dead-letter producer (dlq.c).
  *
  * Ownership of a record: the poll thread wraps each rd_kafka_message_t in a usher_item, counts
- * it in its partition's tracker and in app->inflight, and hands it to exactly one lane. From
+ * it in its partition's tracker, and queues it as ready; it is handed (and counted in
+ * app->inflight) to exactly one lane when there is room. From
  * then on the item belongs to whoever holds it (a worker, then possibly the dead-letter
  * producer) until usher_item_finish() releases it.
  */
@@ -52,7 +53,7 @@ typedef struct usher_dlq usher_dlq;
 #define USHER_KEY_SLOTS 4096
 typedef struct usher_keyslot {
     atomic_int inflight;
-    unsigned lane; /* poll thread only */
+    unsigned lane; /* under dispatch_lock */
 } usher_keyslot;
 
 /* Items on a worker's lane or in its hands; one cache line each, as workers update their own. */
@@ -68,11 +69,19 @@ typedef struct usher_app {
     usher_worker *workers;
     size_t nworkers;
     usher_keyslot *keyslots;     /* USHER_KEY_SLOTS of them */
-    unsigned next_lane;          /* poll thread only: where the search for a free lane starts */
     usher_lane_load *lane_load;  /* per worker */
-    atomic_int inflight;         /* items handed out and not yet finished */
+    /* Handing out (see usher_workers_dispatch). dispatch_lock guards the ready queue, the lane
+     * choice (next_lane, the keyslots' lanes) and the appends to the lanes, so that the records
+     * of a key reach their lane in order whichever thread hands them out. */
+    pthread_mutex_t dispatch_lock;
+    usher_item *ready_head, *ready_tail; /* wrapped records waiting for room, in order */
+    atomic_int ready_n;          /* how many (written under dispatch_lock) */
+    int ready_max;               /* the poll thread wraps no more ahead than this */
+    unsigned next_lane;          /* where the search for a free lane starts */
+    atomic_int inflight;         /* items handed to lanes and not yet finished: at most
+                                    max_inflight, but for usher_workers_dispatch_all */
     _Atomic(usher_item *) spare; /* finished items for usher_item_new (never more than were
-                                    in flight at once) */
+                                    wrapped at once) */
     usher_item *spare_taken;     /* poll thread only: spare items it took over */
     atomic_bool quit;            /* workers: abandon what is left and exit */
     pthread_mutex_t drain_lock;  /* with drain_cond: signalled whenever an item finishes */
@@ -102,8 +111,14 @@ int64_t usher_wall_ms(void);
 
 /* Starts n workers. Returns 0, or -1 with errstr set. */
 int usher_workers_start(usher_app *app, size_t n, char *errstr, size_t errstr_size);
-/* Queues items, in order, on the lanes their ordering mode picks. */
+/* Queues items, in order, behind the records waiting for room, then hands waiting records to
+ * the lanes their ordering mode picks while fewer than max_inflight are in flight. Workers
+ * hand out the next waiting records themselves as they release theirs, so a full pipeline
+ * refills without waking the poll thread. */
 void usher_workers_dispatch(usher_app *app, usher_item **items, size_t n);
+/* Hands every waiting record to a lane, room or not (a revoke or the shutdown drain waits for
+ * them to be run or abandoned there). */
+void usher_workers_dispatch_all(usher_app *app);
 /* Wakes every worker (after app->quit or a revoke) so waits end early. */
 void usher_workers_wake(usher_app *app);
 /* Joins all workers (set app->quit first); frees them. */

@@ -551,13 +551,16 @@ static uint64_t fnv1a(const void *data, size_t n, uint64_t h)
     return h;
 }
 
-/* The lane with the fewest items by load[] (the lanes' loads as this dispatch sees them), the
- * first idle one from next_lane on (poll thread only). */
-static unsigned least_loaded(usher_app *app, const int *load)
+/* The lane with the fewest items by load[] (the lanes' loads as this hand-out sees them): the
+ * prefer lane when it is idle (a worker's own: it then goes on without being woken), else the
+ * first idle one from next_lane on. Under dispatch_lock. */
+static unsigned least_loaded(usher_app *app, const int *load, int prefer)
 {
     unsigned n = (unsigned)app->nworkers, best = app->next_lane % n;
     int best_load = INT_MAX;
 
+    if (prefer >= 0 && load[prefer] == 0)
+        return (unsigned)prefer;
     for (unsigned i = 0; i < n; i++) {
         unsigned l = (app->next_lane + i) % n;
         if (load[l] < best_load) {
@@ -571,9 +574,9 @@ static unsigned least_loaded(usher_app *app, const int *load)
     return best;
 }
 
-/* The lane an item belongs to under the configured ordering (poll thread only); load[] as
- * for least_loaded. */
-static unsigned lane_of(usher_app *app, usher_item *it, const int *load)
+/* The lane an item belongs to under the configured ordering; load[] and prefer as for
+ * least_loaded. Under dispatch_lock. */
+static unsigned lane_of(usher_app *app, usher_item *it, const int *load, int prefer)
 {
     uint64_t h = 0xcbf29ce484222325ull;
 
@@ -586,7 +589,7 @@ static unsigned lane_of(usher_app *app, usher_item *it, const int *load)
             it->keyslot = (int)(h % USHER_KEY_SLOTS);
             ks = &app->keyslots[it->keyslot];
             if (atomic_load(&ks->inflight) == 0)
-                ks->lane = least_loaded(app, load);
+                ks->lane = least_loaded(app, load, prefer);
             atomic_fetch_add(&ks->inflight, 1);
             return ks->lane;
         }
@@ -598,35 +601,52 @@ static unsigned lane_of(usher_app *app, usher_item *it, const int *load)
         return (unsigned)(h % app->nworkers);
     case USHER_ORDER_UNORDERED:
     default:
-        return least_loaded(app, load);
+        return least_loaded(app, load, prefer);
     }
 }
 
-void usher_workers_dispatch(usher_app *app, usher_item **items, size_t n)
+/* Appends items[0..n) to the ready queue, then hands ready records out in order while there is
+ * room (all of them when all is set), prefer as for least_loaded. */
+static void hand_out(usher_app *app, usher_item **items, size_t n, int prefer, bool all)
 {
     usher_item *head[256] = { 0 }, *tail[256] = { 0 };
     int load[256], added[256] = { 0 };
+    int room, k = 0;
 
-    if (n == 0)
-        return;
-    /* The lanes' loads once (workers update them all the time: reading them per item costs a
-     * cache miss each), plus what this dispatch adds. */
-    for (size_t l = 0; l < app->nworkers; l++)
-        load[l] = atomic_load_explicit(&app->lane_load[l].n, memory_order_relaxed);
-    /* Chain per lane first, then one lock and one wake-up per lane. */
+    pthread_mutex_lock(&app->dispatch_lock);
     for (size_t i = 0; i < n; i++) {
-        unsigned l = lane_of(app, items[i], load);
-        items[i]->lane = l;
+        items[i]->next = NULL;
+        if (app->ready_tail != NULL)
+            app->ready_tail->next = items[i];
+        else
+            app->ready_head = items[i];
+        app->ready_tail = items[i];
+    }
+    room = all ? INT_MAX : app->cfg->max_inflight - atomic_load(&app->inflight);
+    /* The lanes' loads once (workers update them all the time: reading them per item costs a
+     * cache miss each), plus what this hand-out adds. Chained per lane first, then one lock
+     * and one wake-up per lane. */
+    for (size_t l = 0; room > 0 && app->ready_head != NULL && l < app->nworkers; l++)
+        load[l] = atomic_load_explicit(&app->lane_load[l].n, memory_order_relaxed);
+    for (usher_item *it; k < room && (it = app->ready_head) != NULL; k++) {
+        app->ready_head = it->next;
+        unsigned l = lane_of(app, it, load, prefer);
+        it->lane = l;
         load[l]++;
         added[l]++;
-        items[i]->next = NULL;
+        it->next = NULL;
         if (tail[l] != NULL)
-            tail[l]->next = items[i];
+            tail[l]->next = it;
         else
-            head[l] = items[i];
-        tail[l] = items[i];
+            head[l] = it;
+        tail[l] = it;
     }
-    for (size_t l = 0; l < app->nworkers; l++) {
+    if (app->ready_head == NULL)
+        app->ready_tail = NULL;
+    atomic_store_explicit(&app->ready_n, atomic_load(&app->ready_n) + (int)n - k,
+                          memory_order_relaxed);
+    atomic_fetch_add(&app->inflight, k);
+    for (size_t l = 0; k > 0 && l < app->nworkers; l++) {
         usher_lane *lane = &app->workers[l].lane;
         if (head[l] == NULL)
             continue;
@@ -638,8 +658,22 @@ void usher_workers_dispatch(usher_app *app, usher_item **items, size_t n)
             lane->head = head[l];
         lane->tail = tail[l];
         pthread_mutex_unlock(&lane->lock);
-        pthread_cond_signal(&lane->cond); /* (after the unlock: see drain_signal) */
     }
+    pthread_mutex_unlock(&app->dispatch_lock);
+    for (size_t l = 0; k > 0 && l < app->nworkers; l++)
+        if (head[l] != NULL && (int)l != prefer) /* (a worker does not wake itself) */
+            pthread_cond_signal(&app->workers[l].lane.cond); /* (after the unlock: see drain_signal) */
+}
+
+void usher_workers_dispatch(usher_app *app, usher_item **items, size_t n)
+{
+    if (n > 0 || atomic_load_explicit(&app->ready_n, memory_order_relaxed) > 0)
+        hand_out(app, items, n, -1, false);
+}
+
+void usher_workers_dispatch_all(usher_app *app)
+{
+    hand_out(app, NULL, 0, -1, true);
 }
 
 void usher_workers_wake(usher_app *app)
@@ -688,17 +722,25 @@ static bool must_abandon(usher_worker *w, usher_item *it)
 /* Releases the records that are done (so they can be committed): after Redis confirmed every
  * write owed on the worker's connections (the markers their handlers set: once a record is
  * released, another worker may take the next record of its key and ask for them over its own
- * connection, which Redis does not order after ours), and after their metrics are sent. Call
- * it only while w's runners are idle. */
+ * connection, which Redis does not order after ours), and after their metrics are sent. Then
+ * hands out ready records into the room made, its own lane first when idle. Call it only while
+ * w's runners are idle. */
 static void settle(usher_worker *w)
 {
-    if (w->ndone > 0)
-        worker_read_owed(w);
+    usher_app *app = w->app;
+
+    if (w->ndone == 0) {
+        flush_metrics(w, false);
+        return;
+    }
+    worker_read_owed(w);
     flush_metrics(w, false);
-    items_release(w->app, w->done, w->ndone, true);
-    if (w->ndone > 0)
-        drain_signal(w->app);
+    items_release(app, w->done, w->ndone, true);
     w->ndone = 0;
+    if (atomic_load_explicit(&app->ready_n, memory_order_relaxed) > 0 &&
+        atomic_load(&app->inflight) < app->cfg->max_inflight)
+        hand_out(app, NULL, 0, (int)w->id, false);
+    drain_signal(app);
 }
 
 /* Sleeps until deadline (monotonic ms) unless the item must be abandoned first. Returns false
