@@ -64,7 +64,7 @@ typedef struct norm_priv {
 /* Released storage kept per thread for the next records (a worker normalizes up to a few
  * hundred records at a time): its documents, first arena block and event array are reused,
  * which saves several mallocs and frees per record. Freed when the thread exits. */
-#define PRIV_CACHE_MAX 256 /* a worker takes up to 256 records at once (worker.c MAX_TAKE) */
+#define PRIV_CACHE_MAX 128 /* a worker takes up to 128 records at once (worker.c MAX_TAKE) */
 #define PRIV_KEEP_BYTES 65536u /* a document that held a bigger value is not kept */
 #define PRIV_KEEP_NODES 4096u
 #define PRIV_KEEP_DOCS 4u
