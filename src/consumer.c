@@ -355,8 +355,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
 }
 
-/* Wraps a record into an item counted in its partition's tracker; takes ownership of msg.
- * Returns NULL (msg destroyed) when the partition is not ours any more. */
+/* Wraps a record into an item (count_in then counts it in its partition); takes ownership of
+ * msg. Returns NULL (msg destroyed) when the partition is not ours any more. */
 static usher_item *wrap(usher_consumer *c, rd_kafka_message_t *msg)
 {
     const char *topic = rd_kafka_topic_name(msg->rkt);
@@ -376,8 +376,7 @@ static usher_item *wrap(usher_consumer *c, rd_kafka_message_t *msg)
         abort();
     it->msg = msg;
     it->part = p;
-    it->keyslot = -1; /* set by the lane choice */
-    usher_partition_ref(p);
+    it->keyslot = -1; /* set by usher_workers_dispatch */
     it->meta.topic = topic;
     it->meta.partition = msg->partition;
     it->meta.offset = msg->offset;
@@ -386,10 +385,25 @@ static usher_item *wrap(usher_consumer *c, rd_kafka_message_t *msg)
     if (msg->key != NULL && c->app->cfg->ordering == USHER_ORDER_KEY)
         __builtin_prefetch(msg->key); /* the lane choice hashes it once the batch is wrapped */
     it->meta.timestamp_ms = rd_kafka_message_timestamp(msg, &tstype);
-    if (usher_partition_dispatch(p, msg->offset) != 0)
-        abort();
-    atomic_fetch_add(&p->pending, 1);
     return it;
+}
+
+/* Counts items[0..n), just wrapped, in their partitions: in the offset tracker, as pending,
+ * and with a reference each; one lock and one update per run of records of one partition.
+ * Call it before anything can serve a rebalance (a revoke waits only for counted records). */
+static void count_in(usher_item **items, size_t n)
+{
+    int64_t offsets[POLL_BATCH];
+
+    for (size_t i = 0, k; i < n; i += k) {
+        usher_partition *p = items[i]->part;
+        for (k = 0; i + k < n && items[i + k]->part == p && k < POLL_BATCH; k++)
+            offsets[k] = items[i + k]->meta.offset;
+        if (usher_partition_dispatch_n(p, offsets, k) != 0)
+            abort(); /* cannot track offsets safely: better to crash than to commit wrong */
+        usher_partition_ref_n(p, (int)k);
+        atomic_fetch_add(&p->pending, (int)k);
+    }
 }
 
 int usher_item_read_headers(usher_item *it)
@@ -541,10 +555,14 @@ static int poll_loop(usher_consumer *c)
                 else
                     rd_kafka_message_destroy(batch[i]);
             }
+            count_in(items, n);
         }
         /* Rebalances and errors; also any record that arrived before forwarding. */
-        while (rc == 0 && n < POLL_BATCH && (msg = rd_kafka_consumer_poll(c->rk, 0)) != NULL)
+        for (size_t before = n; rc == 0 && n < POLL_BATCH &&
+                                (msg = rd_kafka_consumer_poll(c->rk, 0)) != NULL; before = n) {
             rc = take(c, msg, items, &n);
+            count_in(items + before, n - before);
+        }
         /* Full, and nothing new taken: sleep until a record finishes (at most 20 ms, so the
          * consumer queue is still polled often). Workers hand out ready records themselves. */
         if (room <= 0 && n == 0)

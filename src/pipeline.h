@@ -31,7 +31,8 @@ typedef struct usher_item {
     usher_kafka_meta meta;    /* points into msg */
     int dlq_attempts;         /* dead-letter produce attempts */
     int keyslot;              /* ordering = key: the key's slot in app->keyslots, or -1 */
-    unsigned lane;            /* the worker whose lane it went to */
+    unsigned lane;            /* the worker whose lane it went to (while ready: its fixed
+                                 lane, or UINT_MAX for any) */
     usher_header *headers;    /* meta.headers once read (usher_item_read_headers), else NULL:
                                  inline_headers, or allocated when more */
     usher_header inline_headers[4]; /* names and values point into msg */

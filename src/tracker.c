@@ -27,9 +27,9 @@ usher_partition *usher_partition_new(const char *topic, int32_t partition)
     return p;
 }
 
-void usher_partition_ref(usher_partition *p)
+void usher_partition_ref_n(usher_partition *p, int n)
 {
-    atomic_fetch_add(&p->refs, 1);
+    atomic_fetch_add(&p->refs, n);
 }
 
 void usher_partition_unref(usher_partition *p)
@@ -76,19 +76,25 @@ static int ring_grow(usher_partition *p)
 
 int usher_partition_dispatch(usher_partition *p, int64_t offset)
 {
+    return usher_partition_dispatch_n(p, &offset, 1);
+}
+
+int usher_partition_dispatch_n(usher_partition *p, const int64_t *offsets, size_t n)
+{
     int rc = 0;
 
     pthread_mutex_lock(&p->lock);
-    if (p->count == p->cap && ring_grow(p) != 0) {
-        rc = -1;
-        goto out;
+    for (size_t i = 0; i < n; i++) {
+        if (p->count == p->cap && ring_grow(p) != 0) {
+            rc = -1;
+            break;
+        }
+        size_t tail = (p->head + p->count) % p->cap;
+        p->offsets[tail] = offsets[i];
+        p->done[tail] = 0;
+        p->count++;
+        p->last_dispatched = offsets[i];
     }
-    size_t tail = (p->head + p->count) % p->cap;
-    p->offsets[tail] = offset;
-    p->done[tail] = 0;
-    p->count++;
-    p->last_dispatched = offset;
-out:
     pthread_mutex_unlock(&p->lock);
     return rc;
 }

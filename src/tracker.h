@@ -37,13 +37,16 @@ typedef struct usher_partition {
 
 /* Returns a new partition tracker with one reference, or NULL on allocation failure. */
 usher_partition *usher_partition_new(const char *topic, int32_t partition);
-void usher_partition_ref(usher_partition *p);
+/* Takes n references. */
+void usher_partition_ref_n(usher_partition *p, int n);
 /* Drops a reference (n references); frees the tracker with the last one. */
 void usher_partition_unref(usher_partition *p);
 void usher_partition_unref_n(usher_partition *p, int n);
 
 /* Records that offset was handed to a worker. Offsets must increase. Returns 0, -1 on ENOMEM. */
 int usher_partition_dispatch(usher_partition *p, int64_t offset);
+/* usher_partition_dispatch of offsets[0..n), in order, under one lock. */
+int usher_partition_dispatch_n(usher_partition *p, const int64_t *offsets, size_t n);
 /* Marks offsets[0..n) finished (all handlers done or dead-letter acknowledged), under one
  * lock. */
 void usher_partition_done_n(usher_partition *p, const int64_t *offsets, size_t n);

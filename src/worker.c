@@ -579,35 +579,47 @@ static unsigned least_loaded(usher_app *app, const int *load, int prefer)
     return best;
 }
 
-/* The lane an item belongs to under the configured ordering; load[] and prefer as for
- * least_loaded. Under dispatch_lock. */
-static unsigned lane_of(usher_app *app, usher_item *it, const int *load, int prefer)
+/* Where an item goes under the configured ordering, from its key or partition, set once before
+ * it is queued as ready (so hand_out, under dispatch_lock and perhaps on a worker whose cache
+ * does not hold the key, does not read it): ordering = key and a key: keyslot; partition order:
+ * a fixed lane; unordered: lane UINT_MAX (any). */
+static void place(usher_app *app, usher_item *it)
 {
     uint64_t h = 0xcbf29ce484222325ull;
 
     it->keyslot = -1;
+    it->lane = UINT_MAX;
     switch (app->cfg->ordering) {
     case USHER_ORDER_KEY:
         if (it->meta.key != NULL) {
-            usher_keyslot *ks;
-            h = fnv1a(it->meta.key, it->meta.key_len, h);
-            it->keyslot = (int)(h % USHER_KEY_SLOTS);
-            ks = &app->keyslots[it->keyslot];
-            if (atomic_load(&ks->inflight) == 0)
-                ks->lane = least_loaded(app, load, prefer);
-            atomic_fetch_add(&ks->inflight, 1);
-            return ks->lane;
+            it->keyslot = (int)(fnv1a(it->meta.key, it->meta.key_len, h) % USHER_KEY_SLOTS);
+            return;
         }
         /* records without a key keep partition order */
         __attribute__((fallthrough));
     case USHER_ORDER_PARTITION:
         h = fnv1a(it->meta.topic, strlen(it->meta.topic), h);
         h = fnv1a(&it->meta.partition, sizeof(it->meta.partition), h);
-        return (unsigned)(h % app->nworkers);
+        it->lane = (unsigned)(h % app->nworkers);
+        return;
     case USHER_ORDER_UNORDERED:
     default:
-        return least_loaded(app, load, prefer);
+        return;
     }
+}
+
+/* The lane of a placed item: its key's lane while the key has a record in flight, its fixed
+ * lane, or the least loaded; load[] and prefer as for least_loaded. Under dispatch_lock. */
+static unsigned lane_of(usher_app *app, const usher_item *it, const int *load, int prefer)
+{
+    if (it->keyslot >= 0) {
+        usher_keyslot *ks = &app->keyslots[it->keyslot];
+        if (atomic_load(&ks->inflight) == 0)
+            ks->lane = least_loaded(app, load, prefer);
+        atomic_fetch_add(&ks->inflight, 1);
+        return ks->lane;
+    }
+    return it->lane != UINT_MAX ? it->lane : least_loaded(app, load, prefer);
 }
 
 /* Appends items[0..n) to the ready queue, then hands ready records out in order while there is
@@ -672,6 +684,8 @@ static void hand_out(usher_app *app, usher_item **items, size_t n, int prefer, b
 
 void usher_workers_dispatch(usher_app *app, usher_item **items, size_t n)
 {
+    for (size_t i = 0; i < n; i++)
+        place(app, items[i]);
     if (n > 0 || atomic_load_explicit(&app->ready_n, memory_order_relaxed) > 0)
         hand_out(app, items, n, -1, false);
 }

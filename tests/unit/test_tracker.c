@@ -126,6 +126,27 @@ static void test_done_of_many_at_once(void **state)
     usher_partition_unref(p);
 }
 
+static void test_dispatch_of_many_at_once(void **state)
+{
+    (void)state;
+    usher_partition *p = usher_partition_new("t", 0);
+    int64_t offs[100];
+    for (int i = 0; i < 100; i++)
+        offs[i] = 1000 + 2 * i; /* (with gaps; the ring grows past 64 within the call) */
+    assert_int_equal(usher_partition_dispatch_n(p, offs, 0), 0);
+    assert_int_equal(usher_partition_position(p), -1);
+    assert_int_equal(usher_partition_dispatch_n(p, offs, 100), 0);
+    assert_int_equal(usher_partition_unfinished(p), 100);
+    assert_int_equal(usher_partition_position(p), 1000);
+    usher_partition_done_n(p, offs, 70);
+    assert_int_equal(usher_partition_position(p), 1140);
+    assert_int_equal(usher_partition_dispatch_n(p, (const int64_t[]){ 1200, 1201 }, 2), 0);
+    usher_partition_done_n(p, offs + 70, 30);
+    assert_int_equal(usher_partition_position(p), 1200);
+    assert_int_equal(usher_partition_unfinished(p), 2);
+    usher_partition_unref(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -136,6 +157,7 @@ int main(void)
         cmocka_unit_test(test_ring_growth_and_wraparound),
         cmocka_unit_test(test_done_of_unknown_offset_is_ignored),
         cmocka_unit_test(test_done_of_many_at_once),
+        cmocka_unit_test(test_dispatch_of_many_at_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
