@@ -185,6 +185,7 @@ static void drain(usher_consumer *c, usher_partition **ps, size_t n, int64_t dea
         atomic_store(&ps[i]->revoked, true);
     usher_workers_dispatch_all(app); /* (the lanes abandon the revoked ones) */
     usher_workers_wake(app);
+    atomic_fetch_add(&app->drainers, 1);
     pthread_mutex_lock(&app->drain_lock);
     for (;;) {
         int busy = 0;
@@ -203,6 +204,7 @@ static void drain(usher_consumer *c, usher_partition **ps, size_t n, int64_t dea
         pthread_cond_timedwait(&app->drain_cond, &app->drain_lock, &ts);
     }
     pthread_mutex_unlock(&app->drain_lock);
+    atomic_fetch_sub(&app->drainers, 1);
 }
 
 /* Builds the lag snapshot of the current assignment (see report.h) and marks partitions
@@ -487,7 +489,8 @@ fail:
     return NULL;
 }
 
-/* Sleeps until fewer than max_inflight records are in flight, or timeout_ms passed. */
+/* Sleeps while max_inflight records are in flight, until drain_cond is signalled or timeout_ms
+ * passed. */
 static void wait_for_room(usher_app *app, int timeout_ms)
 {
     struct timespec ts;
@@ -598,6 +601,7 @@ int usher_run(const usher_config *cfg, usher_registry *reg)
 
     atomic_init(&app.inflight, 0);
     atomic_init(&app.ready_n, 0);
+    atomic_init(&app.drainers, 0);
     app.ready_max = cfg->max_inflight < POLL_BATCH ? cfg->max_inflight : POLL_BATCH;
     atomic_init(&app.spare, NULL);
     atomic_init(&app.quit, false);
@@ -658,6 +662,7 @@ int usher_run(const usher_config *cfg, usher_registry *reg)
 
     /* Drain: finish what is in flight within the budget, commit, leave the group. */
     c.drain_deadline = usher_now_ms() + cfg->drain_timeout_ms;
+    atomic_fetch_add(&app.drainers, 1);
     pthread_mutex_lock(&app.drain_lock);
     while (atomic_load(&app.inflight) > 0 && usher_now_ms() < c.drain_deadline) {
         struct timespec ts;
@@ -667,6 +672,7 @@ int usher_run(const usher_config *cfg, usher_registry *reg)
         pthread_cond_timedwait(&app.drain_cond, &app.drain_lock, &ts);
     }
     pthread_mutex_unlock(&app.drain_lock);
+    atomic_fetch_sub(&app.drainers, 1);
     if (rc == 0)
         commit_now(&c, c.parts, c.nparts);
     if (c.reporter != NULL) {

@@ -85,8 +85,11 @@ typedef struct usher_app {
                                     wrapped at once) */
     usher_item *spare_taken;     /* poll thread only: spare items it took over */
     atomic_bool quit;            /* workers: abandon what is left and exit */
-    pthread_mutex_t drain_lock;  /* with drain_cond: signalled whenever an item finishes */
+    pthread_mutex_t drain_lock;  /* with drain_cond: signalled when an item finishes, but for
+                                    records a worker releases: then only while drainers > 0
+                                    or the ready queue is at most half full (see settle) */
     pthread_cond_t drain_cond;
+    atomic_int drainers;         /* threads waiting for a revoke's or the shutdown's records */
 } usher_app;
 
 /* A zeroed item: a finished one when there is one, else a new allocation (NULL when out of
