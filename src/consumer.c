@@ -1,13 +1,15 @@
 /*
  * consumer.c — the poll thread. It never runs a handler and never sleeps on one: it polls,
- * wraps records into items, hands them to lanes, stops taking records when too much is in
- * flight, stores finished prefixes for librdkafka's auto-commit, and handles cooperative
- * rebalances (revoke: stop, drain within a budget, commit, release).
+ * wraps records into items, queues them as ready for the lanes (worker.c hands them out while
+ * fewer than max_inflight are in flight), stops taking records when the ready queue is full,
+ * stores finished prefixes for librdkafka's auto-commit, and handles cooperative rebalances
+ * (revoke: stop, drain within a budget, commit, release).
  *
  * Back-pressure: every assigned partition's queue is forwarded to one message queue (msgq),
  * apart from the consumer queue that carries rebalances and errors. When max_inflight records
- * are in flight the loop simply stops taking from msgq while it keeps polling the consumer
- * queue; librdkafka then stops fetching once its bounded prefetch (queued.max.messages.kbytes)
+ * are in flight and ready_max more are ready, the loop simply stops taking from msgq while it
+ * keeps polling the consumer queue; librdkafka then stops fetching once its bounded prefetch
+ * (queued.max.messages.kbytes)
  * is full, and the nudge thread wakes its fetchers as the loop drains msgq again (nudge.h).
  * Unlike rd_kafka_pause_partitions, this keeps the prefetched records: pausing purges them,
  * and in librdkafka 2.0.2 a resume takes effect only at the broker thread's next one-second
@@ -392,7 +394,8 @@ static usher_item *wrap(usher_consumer *c, rd_kafka_message_t *msg)
 
 /* Counts items[0..n), just wrapped, in their partitions: in the offset tracker, as pending,
  * and with a reference each; one lock and one update per run of records of one partition.
- * Call it before anything can serve a rebalance (a revoke waits only for counted records). */
+ * The caller queues them as ready before anything can serve a rebalance: a revoke hands out
+ * the ready queue and then waits for the pending records of its partitions. */
 static void count_in(usher_item **items, size_t n)
 {
     int64_t offsets[POLL_BATCH];
@@ -540,7 +543,7 @@ static int poll_loop(usher_consumer *c)
     while (!stop_signal && rc == 0) {
         int room = cfg->max_inflight - atomic_load(&c->app->inflight);
         int ready = atomic_load_explicit(&c->app->ready_n, memory_order_relaxed);
-        size_t n = 0;
+        size_t n = 0, taken;
         if (ready < c->app->ready_max) {
             size_t want = (size_t)(c->app->ready_max - ready);
             /* Wait for the first record only when nothing else can go out; then take what is
@@ -560,17 +563,22 @@ static int poll_loop(usher_consumer *c)
             }
             count_in(items, n);
         }
+        /* Ready before rd_kafka_consumer_poll can serve a revoke: its drain hands out the
+         * ready queue, and a record still in items[] would hold it up for its whole budget. */
+        usher_workers_dispatch(c->app, items, n);
+        taken = n;
         /* Rebalances and errors; also any record that arrived before forwarding. */
-        for (size_t before = n; rc == 0 && n < POLL_BATCH &&
-                                (msg = rd_kafka_consumer_poll(c->rk, 0)) != NULL; before = n) {
+        while (rc == 0 && taken < POLL_BATCH && (msg = rd_kafka_consumer_poll(c->rk, 0)) != NULL) {
+            n = 0;
             rc = take(c, msg, items, &n);
-            count_in(items + before, n - before);
+            count_in(items, n);
+            usher_workers_dispatch(c->app, items, n);
+            taken += n;
         }
         /* Full, and nothing new taken: sleep until a record finishes (at most 20 ms, so the
          * consumer queue is still polled often). Workers hand out ready records themselves. */
-        if (room <= 0 && n == 0)
+        if (room <= 0 && taken == 0)
             wait_for_room(c->app, 20);
-        usher_workers_dispatch(c->app, items, n);
         /* After holding back, msgq may have filled and its fetchers stopped: while the loop
          * drains it (a full 8 MiB takes well under a second), keep them awake. */
         if (room <= 0)

@@ -677,9 +677,10 @@ static void hand_out(usher_app *app, usher_item **items, size_t n, int prefer, b
         pthread_mutex_unlock(&lane->lock);
     }
     pthread_mutex_unlock(&app->dispatch_lock);
+    /* (after the unlocks: see drain_signal; a worker handing out does not wake itself) */
     for (size_t l = 0; k > 0 && l < app->nworkers; l++)
-        if (head[l] != NULL && (int)l != prefer) /* (a worker does not wake itself) */
-            pthread_cond_signal(&app->workers[l].lane.cond); /* (after the unlock: see drain_signal) */
+        if (head[l] != NULL && (int)l != prefer)
+            pthread_cond_signal(&app->workers[l].lane.cond);
 }
 
 void usher_workers_dispatch(usher_app *app, usher_item **items, size_t n)
