@@ -74,11 +74,6 @@ static int ring_grow(usher_partition *p)
     return 0;
 }
 
-int usher_partition_dispatch(usher_partition *p, int64_t offset)
-{
-    return usher_partition_dispatch_n(p, &offset, 1);
-}
-
 int usher_partition_dispatch_n(usher_partition *p, const int64_t *offsets, size_t n)
 {
     int rc = 0;

@@ -43,10 +43,8 @@ void usher_partition_ref_n(usher_partition *p, int n);
 void usher_partition_unref(usher_partition *p);
 void usher_partition_unref_n(usher_partition *p, int n);
 
-/* Records that offset was taken for work (wrapped by the poll thread). Offsets must increase.
- * Returns 0, -1 on ENOMEM. */
-int usher_partition_dispatch(usher_partition *p, int64_t offset);
-/* usher_partition_dispatch of offsets[0..n), in order, under one lock. */
+/* Records that offsets[0..n) were taken for work (wrapped by the poll thread), under one lock.
+ * Offsets must increase. Returns 0, -1 on ENOMEM. */
 int usher_partition_dispatch_n(usher_partition *p, const int64_t *offsets, size_t n);
 /* Marks offsets[0..n) finished (all handlers done or dead-letter acknowledged), under one
  * lock. */
