@@ -380,7 +380,7 @@ static usher_item *wrap(usher_consumer *c, rd_kafka_message_t *msg)
         abort();
     it->msg = msg;
     it->part = p;
-    it->keyslot = -1; /* set by usher_workers_dispatch */
+    it->keyslot = -1; /* (until usher_workers_dispatch places it: no slot is counted yet) */
     it->meta.topic = topic;
     it->meta.partition = msg->partition;
     it->meta.offset = msg->offset;
@@ -545,12 +545,10 @@ static int poll_loop(usher_consumer *c)
         int ready = atomic_load_explicit(&c->app->ready_n, memory_order_relaxed);
         size_t n = 0, taken;
         if (ready < c->app->ready_max) {
-            size_t want = (size_t)(c->app->ready_max - ready);
+            size_t want = (size_t)(c->app->ready_max - ready); /* (ready_max <= POLL_BATCH) */
             /* Wait for the first record only when nothing else can go out; then take what is
              * already there. (A batch call with a timeout waits for the whole batch.) */
             ssize_t got = 0;
-            if (want > POLL_BATCH)
-                want = POLL_BATCH;
             if ((batch[0] = rd_kafka_consume_queue(c->msgq, room > 0 && ready == 0 ? 100 : 0)) !=
                 NULL)
                 got = 1 + (want > 1 ? rd_kafka_consume_batch_queue(c->msgq, 0, batch + 1,

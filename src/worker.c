@@ -683,11 +683,18 @@ static void hand_out(usher_app *app, usher_item **items, size_t n, int prefer, b
             pthread_cond_signal(&app->workers[l].lane.cond);
 }
 
+/* True when ready records could go out now (read without the lock: hand_out decides). */
+static bool room_for_ready(usher_app *app)
+{
+    return atomic_load_explicit(&app->ready_n, memory_order_relaxed) > 0 &&
+           atomic_load(&app->inflight) < app->cfg->max_inflight;
+}
+
 void usher_workers_dispatch(usher_app *app, usher_item **items, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         place(app, items[i]);
-    if (n > 0 || atomic_load_explicit(&app->ready_n, memory_order_relaxed) > 0)
+    if (n > 0 || room_for_ready(app))
         hand_out(app, items, n, -1, false);
 }
 
@@ -749,16 +756,14 @@ static void settle(usher_worker *w)
 {
     usher_app *app = w->app;
 
-    if (w->ndone == 0) {
-        flush_metrics(w, false);
-        return;
-    }
-    worker_read_owed(w);
+    if (w->ndone > 0)
+        worker_read_owed(w);
     flush_metrics(w, false);
+    if (w->ndone == 0)
+        return;
     items_release(app, w->done, w->ndone, true);
     w->ndone = 0;
-    if (atomic_load_explicit(&app->ready_n, memory_order_relaxed) > 0 &&
-        atomic_load(&app->inflight) < app->cfg->max_inflight)
+    if (room_for_ready(app))
         hand_out(app, NULL, 0, (int)w->id, false);
     /* The poll thread, asleep while the pipeline is full, is woken to refill the ready queue
      * once half of it went out (or to take records into the room made when none were ready),
