@@ -40,8 +40,9 @@
 
 /* Records taken from librdkafka per poll-loop turn. */
 #define POLL_BATCH 512
-/* How often finished positions are stored for librdkafka's auto-commit. */
-#define STORE_INTERVAL_MS 50
+/* How often finished positions are stored for librdkafka's auto-commit, while records are in
+ * flight or finished since the last store; an idle loop wakes for it (see poll_loop). */
+#define STORE_INTERVAL_MS 20
 
 typedef struct usher_consumer {
     usher_app *app;
@@ -560,6 +561,7 @@ static int poll_loop(usher_consumer *c)
 {
     const usher_config *cfg = c->app->cfg;
     int64_t next_store = usher_now_ms() + STORE_INTERVAL_MS;
+    bool unstored = false; /* records were in flight at the last store (or since) */
     int64_t held_at = -1; /* when the loop last stopped taking records for want of room */
     rd_kafka_message_t *batch[POLL_BATCH];
     usher_item *items[POLL_BATCH + 1];
@@ -577,7 +579,11 @@ static int poll_loop(usher_consumer *c)
             ssize_t got = 0;
             if ((batch[0] = rd_kafka_consume_queue(c->msgq, 0)) == NULL && room > 0 &&
                 ready == 0) {
-                wait_for_work(c, 100);
+                /* Until the next store while records finish: the last ones of a burst are
+                 * then committed one store interval after they finish, not up to the idle
+                 * wait (100 ms) later. */
+                int64_t to_store = next_store - usher_now_ms();
+                wait_for_work(c, !unstored ? 100 : to_store < 1 ? 1 : (int)to_store);
                 batch[0] = rd_kafka_consume_queue(c->msgq, 0);
             }
             if (batch[0] != NULL)
@@ -603,6 +609,8 @@ static int poll_loop(usher_consumer *c)
             usher_workers_dispatch(c->app, items, n);
             taken += n;
         }
+        if (taken > 0)
+            unstored = true;
         /* Full, and nothing new taken: sleep until a record finishes (at most 20 ms, so the
          * consumer queue is still polled often). Workers hand out ready records themselves. */
         if (room <= 0 && taken == 0)
@@ -614,6 +622,7 @@ static int poll_loop(usher_consumer *c)
         if (held_at >= 0 && usher_now_ms() - held_at < 1000)
             usher_nudge_kick(c->nudge);
         if (usher_now_ms() >= next_store) {
+            unstored = atomic_load(&c->app->inflight) > 0;
             store_positions(c);
             next_store = usher_now_ms() + STORE_INTERVAL_MS;
         }
