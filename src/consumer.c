@@ -681,8 +681,8 @@ int usher_run(const usher_config *cfg, usher_registry *reg)
     conf = NULL; /* rd_kafka_new() took ownership of conf */
     rd_kafka_poll_set_consumer(c.rk);
     c.msgq = rd_kafka_queue_new(c.rk);
-    c.cq = rd_kafka_queue_get_consumer(c.rk);
-    if ((c.wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+    c.cq = rd_kafka_queue_get_consumer(c.rk); /* (a group is configured: never NULL) */
+    if (c.cq == NULL || (c.wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
         usher_err("cannot create the poll loop's wake-up: %s", strerror(errno));
         goto out;
     }
