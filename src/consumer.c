@@ -519,9 +519,21 @@ static void wait_for_room(usher_app *app, int timeout_ms)
     pthread_mutex_unlock(&app->drain_lock);
 }
 
-/* Sleeps until librdkafka puts something on msgq or the consumer queue, a signal arrives, or
- * timeout_ms passed. Called right after msgq was found empty (which re-arms its wake-up; the
- * consumer queue's is re-armed by the rd_kafka_consumer_poll that found it empty). */
+/* True when a record of the assignment is ready or running: its position may still move.
+ * (pending drops only after the tracker has the record done; inflight alone misses the
+ * records between a worker's release and its hand-out of ready ones.) */
+static bool any_pending(usher_consumer *c)
+{
+    for (size_t i = 0; i < c->nparts; i++)
+        if (atomic_load(&c->parts[i]->pending) > 0)
+            return true;
+    return false;
+}
+
+/* Sleeps until librdkafka puts something on msgq or the consumer queue, or timeout_ms passed
+ * (or a signal interrupts it, when the poll thread is the one that gets it). Called right after
+ * msgq was found empty, which re-arms its wake-up; the consumer queue's is re-armed by the
+ * rd_kafka_consumer_poll that found it empty. */
 static void wait_for_work(usher_consumer *c, int timeout_ms)
 {
     struct pollfd pfd = { .fd = c->wakefd, .events = POLLIN };
@@ -561,7 +573,7 @@ static int poll_loop(usher_consumer *c)
 {
     const usher_config *cfg = c->app->cfg;
     int64_t next_store = usher_now_ms() + STORE_INTERVAL_MS;
-    bool unstored = false; /* records were in flight at the last store (or since) */
+    bool unstored = false; /* records were pending at the last store, or taken since */
     int64_t held_at = -1; /* when the loop last stopped taking records for want of room */
     rd_kafka_message_t *batch[POLL_BATCH];
     usher_item *items[POLL_BATCH + 1];
@@ -579,9 +591,9 @@ static int poll_loop(usher_consumer *c)
             ssize_t got = 0;
             if ((batch[0] = rd_kafka_consume_queue(c->msgq, 0)) == NULL && room > 0 &&
                 ready == 0) {
-                /* Until the next store while records finish: the last ones of a burst are
-                 * then committed one store interval after they finish, not up to the idle
-                 * wait (100 ms) later. */
+                /* Until the next store while records are pending: the last ones of a burst are
+                 * then stored at most one store interval after they finish, not up to the idle
+                 * wait (100 ms) later (and committed at the next auto-commit). */
                 int64_t to_store = next_store - usher_now_ms();
                 wait_for_work(c, !unstored ? 100 : to_store < 1 ? 1 : (int)to_store);
                 batch[0] = rd_kafka_consume_queue(c->msgq, 0);
@@ -622,7 +634,7 @@ static int poll_loop(usher_consumer *c)
         if (held_at >= 0 && usher_now_ms() - held_at < 1000)
             usher_nudge_kick(c->nudge);
         if (usher_now_ms() >= next_store) {
-            unstored = atomic_load(&c->app->inflight) > 0;
+            unstored = any_pending(c);
             store_positions(c);
             next_store = usher_now_ms() + STORE_INTERVAL_MS;
         }
@@ -681,8 +693,11 @@ int usher_run(const usher_config *cfg, usher_registry *reg)
     conf = NULL; /* rd_kafka_new() took ownership of conf */
     rd_kafka_poll_set_consumer(c.rk);
     c.msgq = rd_kafka_queue_new(c.rk);
-    c.cq = rd_kafka_queue_get_consumer(c.rk); /* (a group is configured: never NULL) */
-    if (c.cq == NULL || (c.wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+    if ((c.cq = rd_kafka_queue_get_consumer(c.rk)) == NULL) { /* (a group is configured) */
+        usher_err("kafka: no consumer queue");
+        goto out;
+    }
+    if ((c.wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
         usher_err("cannot create the poll loop's wake-up: %s", strerror(errno));
         goto out;
     }

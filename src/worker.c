@@ -1,7 +1,8 @@
 /*
  * worker.c — worker threads: each serves one lane, normalizes its records, runs the handler
  * chain with per-(event, handler) success tracking and retries, and releases each record as
- * done, dead-lettered or abandoned. Each worker owns its Redis connection.
+ * done, dead-lettered or abandoned. Each worker (and each of its runners) owns a Redis
+ * connection for its handlers, and each worker one more for its metrics.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -35,7 +36,8 @@ static const char *const metric_names[M_COUNT] = { "ok", "retried", "failed", "d
  * twice the batch calls. At 64, Redis used 0.3 s more. */
 #define MAX_TAKE 128
 
-/* What a thread that calls handlers owns: its Redis connection and its curl handles. */
+/* A Redis connection and curl handles, owned by one thread: what a thread that calls handlers
+ * lends them, or (metrics_only) the one a worker writes its metrics on. */
 typedef struct usher_conn {
     usher_app *app;
     char name[32];            /* "worker 3", "worker 3.1": for log lines */
@@ -45,6 +47,7 @@ typedef struct usher_conn {
     int64_t redis_warned_at;
     int unread;               /* replies to writes sent without waiting (markers, see
                                  usher_once_mark; metrics, see flush_metrics) not read yet */
+    bool metrics_only;        /* the worker's metrics connection: its writes are metrics */
 } usher_conn;
 
 struct usher_ctx {
@@ -232,10 +235,13 @@ void usher_item_finish(usher_app *app, usher_item *it, bool done)
 /* Drops c's Redis connection (it is reconnected on next use). */
 static void conn_drop_redis(usher_conn *c)
 {
-    if (c->unread > 0)
+    if (c->unread > 0 && c->metrics_only)
+        usher_warn("%s: Redis connection dropped before it confirmed %d metric write(s): "
+                   "metrics may miss them", c->name, c->unread);
+    else if (c->unread > 0)
         usher_warn("%s: Redis connection dropped before it confirmed %d write(s) sent earlier "
-                   "(idempotency markers, metrics): a later redelivery may repeat the side "
-                   "effects of those events, and metrics may miss them", c->name, c->unread);
+                   "(idempotency markers): a later redelivery may repeat the side effects of "
+                   "those events", c->name, c->unread);
     if (c->redis != NULL)
         redisFree(c->redis);
     c->redis = NULL;
@@ -263,7 +269,7 @@ static void conn_read_owed(usher_conn *c)
 
 /* Reads the replies owed on the connections w's calls use: every marker they wrote without
  * waiting is then in Redis, whichever connection a later reader uses. (Metrics go on w's
- * metrics connection; nothing waits for them.) Only while w's runners are idle. */
+ * metrics connection, whose replies its next flush reads.) Only while w's runners are idle. */
 static void worker_read_owed(usher_worker *w)
 {
     conn_read_owed(&w->conn);
@@ -492,10 +498,11 @@ static void count_reason(usher_worker *w, const char *reason)
 }
 
 /* Sends the pending metrics in one pipelined write on w's metrics connection, without waiting
- * for the replies (read before its next flush, long arrived by then): always the outcome counts (ok, failed, dead letters, ...),
- * which settle() must send before it releases their records; the call timings (calls,
- * busy_us) only with all set or every 250 ms, so that a worker finishing one record at a time
- * does not write three counters per handler for each. Metrics are best effort: when Redis is
+ * for the replies (the next flush reads them first; they have normally arrived by then): always
+ * the outcome counts (ok, failed, dead letters, ...), which settle() must send before it
+ * releases their records; the call timings (calls, busy_us) only with all set or every
+ * 250 ms, so that a worker finishing one record at a time does not write three counters per
+ * handler for each. Metrics are best effort: when Redis is
  * down (or the write fails) they stay pending and go out with the next flush; once written to
  * the connection they are cleared, and a connection lost before Redis read them loses them
  * (with a warning). */
@@ -751,11 +758,11 @@ static bool must_abandon(usher_worker *w, usher_item *it)
 }
 
 /* Releases the records that are done (so they can be committed): after Redis confirmed every
- * write owed on the worker's connections (the markers their handlers set: once a record is
- * released, another worker may take the next record of its key and ask for them over its own
- * connection, which Redis does not order after ours), and after their metrics are sent. Then
- * hands out ready records into the room made, its own lane first when idle. Call it only while
- * w's runners are idle. */
+ * write owed on the connections of the worker's calls (the markers their handlers set: once a
+ * record is released, another worker may take the next record of its key and ask for them over
+ * its own connection, which Redis does not order after ours), and after their metrics are
+ * sent. Then hands out ready records into the room made, its own lane first when idle. Call
+ * it only while w's runners are idle. */
 static void settle(usher_worker *w)
 {
     usher_app *app = w->app;
@@ -1343,6 +1350,7 @@ int usher_workers_start(usher_app *app, size_t n, char *errstr, size_t errstr_si
         w->conn.app = app;
         snprintf(w->conn.name, sizeof(w->conn.name), "worker %zu", i);
         w->mconn.app = app;
+        w->mconn.metrics_only = true;
         snprintf(w->mconn.name, sizeof(w->mconn.name), "metrics %zu", i);
         pthread_mutex_init(&w->lane.lock, NULL);
         pthread_cond_init(&w->lane.cond, NULL);
