@@ -9,8 +9,8 @@
  * apart from the consumer queue that carries rebalances and errors. When max_inflight records
  * are in flight and ready_max more are ready, the loop simply stops taking from msgq while it
  * keeps polling the consumer queue; librdkafka then stops fetching once its bounded prefetch
- * (queued.max.messages.kbytes)
- * is full, and the nudge thread wakes its fetchers as the loop drains msgq again (nudge.h).
+ * (queued.max.messages.kbytes) is full, and the nudge thread wakes its fetchers as the loop
+ * drains msgq again (nudge.h).
  * Unlike rd_kafka_pause_partitions, this keeps the prefetched records: pausing purges them,
  * and in librdkafka 2.0.2 a resume takes effect only at the broker thread's next one-second
  * tick (measured: 10,000 records took 10.4 s with pause/resume cycles).
@@ -40,8 +40,8 @@
 
 /* Records taken from librdkafka per poll-loop turn. */
 #define POLL_BATCH 512
-/* How often finished positions are stored for librdkafka's auto-commit, while records are in
- * flight or finished since the last store; an idle loop wakes for it (see poll_loop). */
+/* How often finished positions are stored for librdkafka's auto-commit; an idle loop wakes
+ * for it while a store is due (see store_due). */
 #define STORE_INTERVAL_MS 20
 
 typedef struct usher_consumer {
@@ -99,6 +99,14 @@ static void describe(const rd_kafka_topic_partition_list_t *l, char *buf, size_t
         snprintf(buf + k, n - k, "]");
 }
 
+/* p's finished position when it is not stored yet, else -1. */
+static int64_t unstored_position(usher_partition *p)
+{
+    int64_t pos = usher_partition_position(p);
+
+    return pos >= 0 && pos > p->stored ? pos : -1;
+}
+
 /* Stores the finished prefix of every assigned partition for librdkafka's auto-commit, which
  * commits stored offsets every commit_interval_ms — and, unlike a commit from here, never while
  * the group is rebalancing: a commit sent during a rejoin reaches the coordinator after the
@@ -110,8 +118,8 @@ static void store_positions(usher_consumer *c)
 
     for (size_t i = 0; i < c->nparts; i++) {
         usher_partition *p = c->parts[i];
-        int64_t pos = usher_partition_position(p);
-        if (pos < 0 || pos <= p->stored)
+        int64_t pos = unstored_position(p);
+        if (pos < 0)
             continue;
         rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = pos;
         p->stored = pos;
@@ -519,13 +527,13 @@ static void wait_for_room(usher_app *app, int timeout_ms)
     pthread_mutex_unlock(&app->drain_lock);
 }
 
-/* True when a record of the assignment is ready or running: its position may still move.
- * (pending drops only after the tracker has the record done; inflight alone misses the
- * records between a worker's release and its hand-out of ready ones.) */
-static bool any_pending(usher_consumer *c)
+/* True when a store could still move an offset: a record of the assignment is ready or
+ * running, or a finished position is not stored yet. (pending drops only after the tracker has
+ * the record done, so a partition read with none pending has its final position.) */
+static bool store_due(usher_consumer *c)
 {
     for (size_t i = 0; i < c->nparts; i++)
-        if (atomic_load(&c->parts[i]->pending) > 0)
+        if (atomic_load(&c->parts[i]->pending) > 0 || unstored_position(c->parts[i]) >= 0)
             return true;
     return false;
 }
@@ -573,7 +581,6 @@ static int poll_loop(usher_consumer *c)
 {
     const usher_config *cfg = c->app->cfg;
     int64_t next_store = usher_now_ms() + STORE_INTERVAL_MS;
-    bool unstored = false; /* records were pending at the last store, or taken since */
     int64_t held_at = -1; /* when the loop last stopped taking records for want of room */
     rd_kafka_message_t *batch[POLL_BATCH];
     usher_item *items[POLL_BATCH + 1];
@@ -591,11 +598,11 @@ static int poll_loop(usher_consumer *c)
             ssize_t got = 0;
             if ((batch[0] = rd_kafka_consume_queue(c->msgq, 0)) == NULL && room > 0 &&
                 ready == 0) {
-                /* Until the next store while records are pending: the last ones of a burst are
-                 * then stored at most one store interval after they finish, not up to the idle
+                /* Until the next store while one is due: the last records of a burst are then
+                 * stored at most one store interval after they finish, not up to the idle
                  * wait (100 ms) later (and committed at the next auto-commit). */
                 int64_t to_store = next_store - usher_now_ms();
-                wait_for_work(c, !unstored ? 100 : to_store < 1 ? 1 : (int)to_store);
+                wait_for_work(c, !store_due(c) ? 100 : to_store < 1 ? 1 : (int)to_store);
                 batch[0] = rd_kafka_consume_queue(c->msgq, 0);
             }
             if (batch[0] != NULL)
@@ -621,8 +628,6 @@ static int poll_loop(usher_consumer *c)
             usher_workers_dispatch(c->app, items, n);
             taken += n;
         }
-        if (taken > 0)
-            unstored = true;
         /* Full, and nothing new taken: sleep until a record finishes (at most 20 ms, so the
          * consumer queue is still polled often). Workers hand out ready records themselves. */
         if (room <= 0 && taken == 0)
@@ -634,7 +639,6 @@ static int poll_loop(usher_consumer *c)
         if (held_at >= 0 && usher_now_ms() - held_at < 1000)
             usher_nudge_kick(c->nudge);
         if (usher_now_ms() >= next_store) {
-            unstored = any_pending(c);
             store_positions(c);
             next_store = usher_now_ms() + STORE_INTERVAL_MS;
         }

@@ -4,9 +4,9 @@
  *
  * Ownership of a record: the poll thread wraps each rd_kafka_message_t in a usher_item, counts
  * it in its partition's tracker, and queues it as ready; it is handed (and counted in
- * app->inflight) to exactly one lane when there is room. From
- * then on the item belongs to whoever holds it (a worker, then possibly the dead-letter
- * producer) until usher_item_finish() releases it.
+ * app->inflight) to exactly one lane when there is room. From then on the item belongs to
+ * whoever holds it (a worker, then possibly the dead-letter producer) until
+ * usher_item_finish() releases it.
  */
 #ifndef USHER_PIPELINE_H
 #define USHER_PIPELINE_H

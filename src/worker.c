@@ -86,9 +86,8 @@ struct usher_worker {
     int started;
     usher_lane lane;
     usher_conn conn;
-    /* Metrics only (flush_metrics): written without waiting, their replies read before the
-     * next flush. On conn they were a reply owed when the next record's first command went
-     * out, which then waited a round trip for it (0.5 ms per event at 64 in flight). */
+    /* Metrics only (flush_metrics): written without waiting, their replies read by the next
+     * flush, so no command of the worker's handlers waits behind them. */
     usher_conn mconn;
     /* Runners, started on first need (an event that two or more handlers want). */
     usher_runner *runners;
@@ -502,10 +501,9 @@ static void count_reason(usher_worker *w, const char *reason)
  * the outcome counts (ok, failed, dead letters, ...), which settle() must send before it
  * releases their records; the call timings (calls, busy_us) only with all set or every
  * 250 ms, so that a worker finishing one record at a time does not write three counters per
- * handler for each. Metrics are best effort: when Redis is
- * down (or the write fails) they stay pending and go out with the next flush; once written to
- * the connection they are cleared, and a connection lost before Redis read them loses them
- * (with a warning). */
+ * handler for each. Metrics are best effort: when Redis is down (or the write fails) they stay
+ * pending and go out with the next flush; once written to the connection they are cleared,
+ * and a connection lost before Redis read them loses them (with a warning). */
 static void flush_metrics(usher_worker *w, bool all)
 {
     usher_app *app = w->app;
