@@ -294,4 +294,5 @@ const usher_handler usher_handler_crm_sync = {
     .init = init,
     .handle = handle,
     .destroy = destroy,
+    .flags = USHER_HANDLER_COOPERATIVE, /* it waits only in usher_http and for Redis */
 };

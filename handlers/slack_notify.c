@@ -105,4 +105,5 @@ const usher_handler usher_handler_slack_notify = {
     .init = init,
     .handle = handle,
     .destroy = destroy,
+    .flags = USHER_HANDLER_COOPERATIVE, /* it waits only in usher_http and for Redis */
 };

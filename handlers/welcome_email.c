@@ -193,4 +193,5 @@ const usher_handler usher_handler_welcome_email = {
     .init = init,
     .handle = handle,
     .destroy = destroy,
+    .flags = USHER_HANDLER_COOPERATIVE, /* it waits only in usher_smtp_send and for Redis */
 };

@@ -124,13 +124,15 @@ static int lookup(const usher_config *cfg, const usher_handler_section *sec,
             return -1;
         }
     }
-    if (b->h->abi_version != USHER_HANDLER_ABI_VERSION ||
+    if (b->h->abi_version < 1 || b->h->abi_version > USHER_HANDLER_ABI_VERSION ||
         (b->h->handle == NULL && b->h->handle_batch == NULL) || b->h->name == NULL) {
-        snprintf(errstr, errstr_size, "%s:%d: handler '%s' has ABI version %d (usher needs %d) "
-                 "or neither handle nor handle_batch", cfg->path, sec->line, sec->name,
+        snprintf(errstr, errstr_size, "%s:%d: handler '%s' has ABI version %d (usher takes 1 "
+                 "to %d) or neither handle nor handle_batch", cfg->path, sec->line, sec->name,
                  b->h->abi_version, USHER_HANDLER_ABI_VERSION);
         return -1;
     }
+    /* (a handler built for ABI 1 ends before flags) */
+    b->cooperative = b->h->abi_version >= 2 && (b->h->flags & USHER_HANDLER_COOPERATIVE) != 0;
     return 0;
 }
 

@@ -6,6 +6,7 @@
 #define USHER_REGISTRY_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,6 +28,7 @@ typedef struct usher_bound_handler {
     atomic_bool checks_markers; /* it has called usher_once_done_before: workers read its
                                    markers ahead of its calls (worker.c) */
     void *dl;             /* dlopen handle, NULL when built in */
+    bool cooperative;     /* USHER_HANDLER_COOPERATIVE (worker.c) */
 } usher_bound_handler;
 
 typedef struct usher_registry {

@@ -23,6 +23,7 @@
 #include <openssl/crypto.h>
 #include <openssl/ssl.h>
 
+#include "fiber.h"
 #include "log.h"
 #include "outcome.h"
 #include "pipeline.h"
@@ -335,7 +336,7 @@ static int smtp_wait(usher_transport *t, short events, int64_t deadline)
     pfd.fd = s;
     pfd.events = events;
     for (;;) {
-        int r = poll(&pfd, 1, (int)left);
+        int r = usher_io_wait(&pfd, 1, (int)left);
         if (r > 0)
             return IO_OK;
         if (r == 0)

@@ -9,6 +9,7 @@
 
 #include <openssl/evp.h>
 
+#include "fiber.h"
 #include "log.h"
 #include "outcome.h"
 #include "pipeline.h"
@@ -162,7 +163,7 @@ static CURLcode http_transfer(usher_transport *t)
         for (int i = 0; i < n; i++)
             pfd[i] = (struct pollfd){ .fd = t->http_socks[i].fd,
                                       .events = t->http_socks[i].events };
-        r = wait > 0 ? poll(pfd, (nfds_t)n, wait) : 0;
+        r = wait > 0 ? usher_io_wait(pfd, (nfds_t)n, wait) : 0;
         if (r < 0 && errno != EINTR) {
             rc = CURLE_RECV_ERROR;
             break;

@@ -1,8 +1,10 @@
 /*
  * worker.c — worker threads: each serves one lane, normalizes its records, runs the handler
  * chain with per-(event, handler) success tracking and retries, and releases each record as
- * done, dead-lettered or abandoned. Each worker (and each of its runners) owns a Redis
- * connection for its handlers, and each worker one more for its metrics.
+ * done, dead-lettered or abandoned. The calls of an event run concurrently: those of
+ * cooperative handlers as fibers of the worker's thread, any other on a runner thread. Each
+ * call position of an event has a Redis connection and curl handles of its own, kept across
+ * events, and each worker one more Redis connection for its metrics.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -13,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "fiber.h"
 #include "log.h"
 #include "normalize.h"
 #include "pipeline.h"
@@ -68,13 +71,13 @@ typedef struct usher_call {
     int64_t us;               /* how long the call took */
 } usher_call;
 
-/* A helper thread of one worker: it makes one handler call at a time for its worker, so that
- * the handlers of one event run concurrently. The worker sets job, then posts go; the runner
- * makes the call, or quits when job is NULL. */
+/* A helper thread of one worker: it makes one call of a handler that is not cooperative at a
+ * time for its worker, so that the handlers of one event run concurrently. The worker sets
+ * job (its connection chosen), then posts go; the runner makes the call, or quits when job is
+ * NULL. */
 typedef struct usher_runner {
     usher_worker *w;
     pthread_t thread;
-    usher_conn conn;
     sem_t go;
     usher_call *job;
 } usher_runner;
@@ -89,15 +92,23 @@ struct usher_worker {
     /* Metrics only (flush_metrics): written without waiting, their replies read by the next
      * flush, so no command of the worker's handlers waits behind them. */
     usher_conn mconn;
-    /* Runners, started on first need (an event that two or more handlers want). */
+    /* The connections of an event's second, third, ... call (call_conn). */
+    usher_conn *xconns;
+    /* Fibers for the calls of cooperative handlers, made on first need; NULL if they cannot
+     * be (those calls are then made one after another). */
+    usher_fibers *fibers;
+    bool fibers_warned;
+    /* Runners, started on first need (an event with a call that is not cooperative, beside
+     * another call). */
     usher_runner *runners;
     size_t nrunners;          /* started */
     atomic_size_t fan_pending; /* jobs handed out and not yet finished */
     sem_t fan_done;           /* posted by the runner that finishes the last of them */
     bool runners_failed;      /* a runner thread could not be started: no more tries */
     usher_call *calls;        /* one per handler: the calls of the current attempt */
-    /* Markers asked for ahead on runner 1's connection (see process): of the first event of
-     * record ahead_rec, for the handlers ahead_h[0..ahead_n). */
+    usher_call **fan;         /* two per handler: fan_out's sorting of them */
+    /* Markers asked for ahead on the second call's connection (see process): of the first
+     * event of record ahead_rec, for the handlers ahead_h[0..ahead_n). */
     const struct record *ahead_rec;
     size_t ahead_h[MAX_AHEAD];
     size_t ahead_n;
@@ -268,12 +279,20 @@ static void conn_read_owed(usher_conn *c)
 
 /* Reads the replies owed on the connections w's calls use: every marker they wrote without
  * waiting is then in Redis, whichever connection a later reader uses. (Metrics go on w's
- * metrics connection, whose replies its next flush reads.) Only while w's runners are idle. */
+ * metrics connection, whose replies its next flush reads.) Only while w's calls are idle. */
 static void worker_read_owed(usher_worker *w)
 {
     conn_read_owed(&w->conn);
-    for (size_t r = 0; r < w->nrunners; r++)
-        conn_read_owed(&w->runners[r].conn);
+    for (size_t k = 1; k < w->app->reg->count; k++)
+        conn_read_owed(&w->xconns[k - 1]);
+}
+
+/* The connection of an event's call k (in handler order among the event's calls): w's own for
+ * the first, one each for the others, so that a handler usually finds the connection (its
+ * SMTP session, its HTTP keep-alive) it used for the previous event. */
+static usher_conn *call_conn(usher_worker *w, size_t k)
+{
+    return k == 0 ? &w->conn : &w->xconns[k - 1];
 }
 
 static void conn_free(usher_conn *c)
@@ -422,7 +441,7 @@ int usher_once_mark(usher_ctx *ctx, const usher_event *ev, long ttl_seconds)
 /* Sends, on w's connection conn, one MGET of ev's markers for those of calls[0..n) whose
  * handlers check theirs (usher_once_done_before), if there are at least min_k; their handler
  * indices go to hs[]. Returns how many were asked for (0: nothing sent, also when Redis is
- * unreachable); read_markers reads the reply. Call it only while w's runners are idle: it
+ * unreachable); read_markers reads the reply. Call it only while w's calls are idle: it
  * first reads the replies owed on all of w's connections, so that every marker written by an
  * earlier call (on whichever connection) is in Redis before the MGET reads it. */
 static size_t send_markers(usher_worker *w, usher_conn *conn, const usher_call *calls,
@@ -760,7 +779,7 @@ static bool must_abandon(usher_worker *w, usher_item *it)
  * record is released, another worker may take the next record of its key and ask for them over
  * its own connection, which Redis does not order after ours), and after their metrics are
  * sent. Then hands out ready records into the room made, its own lane first when idle. Call
- * it only while w's runners are idle. */
+ * it only while w's calls are idle. */
 static void settle(usher_worker *w)
 {
     usher_app *app = w->app;
@@ -885,6 +904,14 @@ static void count_call(usher_worker *w, size_t h, int64_t us)
     w->metrics[h][M_BUSY_US] += us;
 }
 
+/* Makes call arg (a fiber's function). */
+static void run_call(void *arg)
+{
+    usher_call *c = arg;
+
+    c->res = call_handler(c);
+}
+
 static void *runner_main(void *arg)
 {
     usher_runner *rn = arg;
@@ -900,27 +927,26 @@ static void *runner_main(void *arg)
         usher_call *c = rn->job;
         if (c == NULL)
             break; /* quit */
-        c->res = call_handler(c);
+        run_call(c);
         if (atomic_fetch_sub(&w->fan_pending, 1) == 1) /* (the worker waits for all of them) */
             sem_post(&w->fan_done);
     }
     return NULL;
 }
 
-/* Starts runners until want are running (at most one per handler but the first). Returns
- * how many run; fewer than want only when a thread could not be started. */
+/* Starts runners until want are running (at most one per handler). Returns how many run;
+ * fewer than want only when a thread could not be started. */
 static size_t ensure_runners(usher_worker *w, size_t want)
 {
     while (w->nrunners < want && !w->runners_failed) {
         usher_runner *rn = &w->runners[w->nrunners];
         rn->w = w;
-        rn->conn.app = w->app;
-        snprintf(rn->conn.name, sizeof(rn->conn.name), "worker %zu.%zu", w->id, w->nrunners + 1);
         sem_init(&rn->go, 0, 0); /* (cannot fail with these arguments) */
         if (pthread_create(&rn->thread, NULL, runner_main, rn) != 0) {
             sem_destroy(&rn->go);
-            usher_warn("worker %zu: cannot start a runner thread; the handlers of an event "
-                       "beyond the first %zu run one after another", w->id, w->nrunners + 1);
+            usher_warn("worker %zu: cannot start a runner thread; calls of handlers that are "
+                       "not cooperative beyond %zu at once run one after another", w->id,
+                       w->nrunners + 1);
             w->runners_failed = true;
             break;
         }
@@ -929,24 +955,47 @@ static size_t ensure_runners(usher_worker *w, size_t want)
     return w->nrunners < want ? w->nrunners : want;
 }
 
-/* Makes calls[0..n) concurrently: all but the first on runners (as many as there are), the
- * rest on this thread. Returns when every call has returned. */
+/* Makes calls[0..n) concurrently, each on its call_conn, and returns when every call has
+ * returned. With two or more cooperative calls, those run as fibers of this thread and the
+ * others on runners; otherwise this thread makes the first call and runners the others. A
+ * call left without a runner (a thread could not be started) or a fiber (no memory for its
+ * stack) is made on this thread after the others have started. */
 static void fan_out(usher_worker *w, usher_call *calls, size_t n)
 {
-    size_t par = n > 1 ? ensure_runners(w, n - 1) : 0;
+    usher_call **co = w->fan, **other = w->fan + n;
+    size_t nco = 0, nother = 0, mine, par = 0;
 
-    atomic_store(&w->fan_pending, par);
-    for (size_t k = 1; k <= par; k++) {
-        calls[k].ctx.conn = &w->runners[k - 1].conn;
-        w->runners[k - 1].job = &calls[k];
-        sem_post(&w->runners[k - 1].go);
-    }
     for (size_t k = 0; k < n; k++) {
-        if (k >= 1 && k <= par)
-            continue;
-        calls[k].ctx.conn = &w->conn;
-        calls[k].res = call_handler(&calls[k]);
+        calls[k].ctx.conn = call_conn(w, k);
+        if (n >= 2 && calls[k].ctx.b->cooperative)
+            co[nco++] = &calls[k];
+        else
+            other[nother++] = &calls[k];
     }
+    if (nco == 1) /* (alone, it gains nothing from a fiber) */
+        other[nother++] = co[--nco];
+    if (nco > 0 && w->fibers == NULL)
+        w->fibers = usher_fibers_new();
+    mine = nco == 0 && nother > 0 ? 1 : 0; /* (this thread waits anyway) */
+    if (nother > mine)
+        par = ensure_runners(w, nother - mine);
+    atomic_store(&w->fan_pending, par);
+    for (size_t k = 0; k < par; k++) {
+        w->runners[k].job = other[mine + k];
+        sem_post(&w->runners[k].go);
+    }
+    if (nco > 0 && (w->fibers == NULL ||
+                    usher_fibers_run(w->fibers, nco, run_call, (void *const *)co) != 0)) {
+        if (!w->fibers_warned)
+            usher_warn("worker %zu: no memory for fiber stacks; the cooperative calls of an "
+                       "event run one after another", w->id);
+        w->fibers_warned = true;
+        for (size_t k = 0; k < nco; k++)
+            run_call(co[k]);
+    }
+    for (size_t k = 0; k < nother; k++)
+        if (k < mine || k >= mine + par)
+            run_call(other[k]);
     if (par > 0)
         while (sem_wait(&w->fan_done) != 0 && errno == EINTR)
             ;
@@ -986,7 +1035,7 @@ static void attempt(usher_worker *w, record *r, bool skip_batch)
     for (size_t e = 0; e < r->batch.count; e++) {
         size_t n = event_calls(w, r, e, calls);
         if (e == 0 && w->ahead_rec == r) {
-            read_markers(&w->runners[0].conn, calls, n, w->ahead_h, w->ahead_n);
+            read_markers(call_conn(w, 1), calls, n, w->ahead_h, w->ahead_n);
             w->ahead_rec = NULL;
         } else if (n >= 2) { /* (one MGET for two or more: it saves a round trip) */
             size_t k = send_markers(w, &w->conn, calls, n, calls[0].ev, w->ahead_h, 2);
@@ -1279,13 +1328,13 @@ static void process(usher_worker *w, usher_item **items, size_t n)
         m++;
     }
     /* While the batch pass runs, the markers of the first record's first event are read on
-     * runner 1's connection (idle until the fan-out), so that round trip costs no time. Only
-     * when that record is the batch's first: nothing else may run between the read and the
-     * record's calls (a rejected record before it can wait long to be dead-lettered). */
+     * the second call's connection (idle until the fan-out), so that round trip costs no
+     * time. Only when that record is the batch's first: nothing else may run between the read
+     * and the record's calls (a rejected record before it can wait long to be dead-lettered). */
     if (m > 0 && !recs[0].rejected && recs[0].batch.count > 0 && w->has_batch) {
         size_t n = event_calls(w, &recs[0], 0, w->calls);
-        if (n >= 2 && ensure_runners(w, n - 1) >= 1 &&
-            (w->ahead_n = send_markers(w, &w->runners[0].conn, w->calls, n, w->calls[0].ev,
+        if (n >= 2 &&
+            (w->ahead_n = send_markers(w, call_conn(w, 1), w->calls, n, w->calls[0].ev,
                                        w->ahead_h, 1)) > 0)
             w->ahead_rec = &recs[0];
     }
@@ -1297,7 +1346,7 @@ static void process(usher_worker *w, usher_item **items, size_t n)
         usher_batch_release(&recs[i].batch);
     }
     if (w->ahead_rec != NULL) { /* (not used: its record never made attempt 1) */
-        read_markers(&w->runners[0].conn, NULL, 0, w->ahead_h, w->ahead_n);
+        read_markers(call_conn(w, 1), NULL, 0, w->ahead_h, w->ahead_n);
         w->ahead_rec = NULL;
     }
     settle(w);
@@ -1355,9 +1404,17 @@ int usher_workers_start(usher_app *app, size_t n, char *errstr, size_t errstr_si
         sem_init(&w->fan_done, 0, 0);
         w->metrics = calloc(app->reg->count ? app->reg->count : 1, sizeof(*w->metrics));
         w->calls = calloc(app->reg->count ? app->reg->count : 1, sizeof(*w->calls));
+        w->fan = calloc(app->reg->count ? 2 * app->reg->count : 1, sizeof(*w->fan));
         w->runners = calloc(app->reg->count ? app->reg->count : 1, sizeof(*w->runners));
-        if (w->metrics == NULL || w->calls == NULL || w->runners == NULL)
+        w->xconns = calloc(app->reg->count ? app->reg->count : 1, sizeof(*w->xconns));
+        if (w->metrics == NULL || w->calls == NULL || w->fan == NULL || w->runners == NULL ||
+            w->xconns == NULL)
             goto oom;
+        for (size_t k = 1; k < app->reg->count; k++) {
+            w->xconns[k - 1].app = app;
+            snprintf(w->xconns[k - 1].name, sizeof(w->xconns[k - 1].name), "worker %u.%u",
+                     (unsigned)i, (unsigned)k);
+        }
         for (size_t h = 0; h < app->reg->count; h++)
             w->has_batch |= app->reg->items[h].h->handle_batch != NULL;
     }
@@ -1386,13 +1443,17 @@ void usher_workers_join(usher_app *app)
             sem_post(&w->runners[k].go);
             pthread_join(w->runners[k].thread, NULL);
             sem_destroy(&w->runners[k].go);
-            conn_free(&w->runners[k].conn);
         }
+        for (size_t k = 1; w->xconns != NULL && k < app->reg->count; k++)
+            conn_free(&w->xconns[k - 1]);
+        usher_fibers_free(w->fibers);
         conn_free(&w->conn);
         conn_free(&w->mconn);
         free(w->metrics);
         free(w->calls);
+        free(w->fan);
         free(w->runners);
+        free(w->xconns);
         pthread_mutex_destroy(&w->lane.lock);
         pthread_cond_destroy(&w->lane.cond);
         sem_destroy(&w->fan_done);

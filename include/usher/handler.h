@@ -43,7 +43,16 @@
 extern "C" {
 #endif
 
-#define USHER_HANDLER_ABI_VERSION 1
+/* 2 added `flags`; usher still loads handlers built for 1 (their flags count as 0). */
+#define USHER_HANDLER_ABI_VERSION 2
+
+/* usher_handler.flags */
+/* handle() waits only inside usher_http and usher_smtp_send (and briefly for Redis, through
+ * usher_redis or the usher_once_* helpers), never on I/O of its own or on a lock held long.
+ * usher then makes its call on the worker thread itself, together with the event's other
+ * cooperative calls, all waiting for their replies at once; the calls of handlers without
+ * this flag each get a thread of their own. */
+#define USHER_HANDLER_COOPERATIVE 1u
 
 typedef enum usher_result {
     USHER_OK = 0,    /* done; never called again for this event */
@@ -87,6 +96,8 @@ typedef struct usher_handler {
      * every result that is not USHER_OK. */
     void (*handle_batch)(usher_ctx *ctx, const usher_event *const *events, size_t n,
                          usher_result *results, void *state);
+    /* USHER_HANDLER_* flags, or 0. */
+    unsigned flags;
 } usher_handler;
 
 /* --- configuration ----------------------------------------------------------------------- */

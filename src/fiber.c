@@ -1,0 +1,257 @@
+/*
+ * fiber.c — see fiber.h. Fibers are ucontext(3) contexts on mmap'd stacks with a guard page
+ * below; a set belongs to one thread and runs only inside usher_fibers_run.
+ */
+#include "fiber.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include "pipeline.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define FIBER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FIBER_ASAN 1
+#endif
+#endif
+#ifdef FIBER_ASAN
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+/* A fiber's stack: what a handler call needs (libcurl and OpenSSL included) with room to spare;
+ * only the pages it touches take memory. */
+#define FIBER_STACK_BYTES (512u * 1024u)
+
+enum { F_RUN, F_WAIT, F_DONE };
+
+typedef struct usher_fiber {
+    ucontext_t uc;
+    char *stack;               /* FIBER_STACK_BYTES, above a guard page */
+    void (*fn)(void *);
+    void *arg;
+    int state;                 /* F_* */
+    struct pollfd *fds;        /* F_WAIT: what usher_io_wait waits for */
+    nfds_t nfds;
+    int64_t deadline_us;       /* F_WAIT: monotonic; -1: none */
+    int ready;                 /* what usher_io_wait returns */
+    int err;                   /* its errno when ready < 0 */
+    void *asan_fake;           /* (AddressSanitizer's bookkeeping of the switch) */
+} usher_fiber;
+
+struct usher_fibers {
+    ucontext_t home;           /* the thread's own context, where the scheduler runs */
+    usher_fiber *f;
+    size_t cap;                /* fibers with a stack */
+    struct pollfd *all;        /* the scheduler's poll set */
+    size_t allcap;
+    const void *home_bottom;   /* (AddressSanitizer: the thread's own stack) */
+    size_t home_size;
+    void *home_fake;
+};
+
+static _Thread_local usher_fibers *cur_set;
+static _Thread_local usher_fiber *cur;
+
+static void asan_start(void **fake, const void *bottom, size_t size)
+{
+#ifdef FIBER_ASAN
+    __sanitizer_start_switch_fiber(fake, bottom, size);
+#else
+    (void)fake, (void)bottom, (void)size;
+#endif
+}
+
+static void asan_finish(void *fake, const void **bottom, size_t *size)
+{
+#ifdef FIBER_ASAN
+    __sanitizer_finish_switch_fiber(fake, bottom, size);
+#else
+    (void)fake, (void)bottom, (void)size;
+#endif
+}
+
+/* Runs f until it waits or returns. */
+static void switch_in(usher_fibers *fs, usher_fiber *f)
+{
+    cur = f;
+    asan_start(&fs->home_fake, f->stack, FIBER_STACK_BYTES);
+    swapcontext(&fs->home, &f->uc);
+    asan_finish(fs->home_fake, NULL, NULL);
+    cur = NULL;
+}
+
+/* Back to the scheduler; returns when the fiber is resumed (never once it is done). */
+static void switch_out(usher_fibers *fs, usher_fiber *f)
+{
+    asan_start(f->state == F_DONE ? NULL : &f->asan_fake, fs->home_bottom, fs->home_size);
+    swapcontext(&f->uc, &fs->home);
+    asan_finish(f->asan_fake, &fs->home_bottom, &fs->home_size);
+}
+
+static void fiber_entry(void)
+{
+    usher_fibers *fs = cur_set;
+    usher_fiber *f = cur;
+
+    asan_finish(NULL, &fs->home_bottom, &fs->home_size);
+    f->fn(f->arg);
+    f->state = F_DONE;
+    switch_out(fs, f);
+}
+
+usher_fibers *usher_fibers_new(void)
+{
+    return calloc(1, sizeof(usher_fibers));
+}
+
+void usher_fibers_free(usher_fibers *fs)
+{
+    if (fs == NULL)
+        return;
+    for (size_t i = 0; i < fs->cap; i++)
+        munmap(fs->f[i].stack - sysconf(_SC_PAGESIZE), FIBER_STACK_BYTES + sysconf(_SC_PAGESIZE));
+    free(fs->f);
+    free(fs->all);
+    free(fs);
+}
+
+/* Gives the set n fibers with stacks; -1 when out of memory. */
+static int ensure(usher_fibers *fs, size_t n)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+
+    if (n <= fs->cap)
+        return 0;
+    usher_fiber *nf = realloc(fs->f, n * sizeof(*nf));
+    if (nf == NULL)
+        return -1;
+    fs->f = nf;
+    while (fs->cap < n) {
+        char *m = mmap(NULL, FIBER_STACK_BYTES + page, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
+        if (m == MAP_FAILED)
+            return -1;
+        if (mprotect(m, page, PROT_NONE) != 0) { /* the guard: an overflow faults */
+            munmap(m, FIBER_STACK_BYTES + page);
+            return -1;
+        }
+        memset(&fs->f[fs->cap], 0, sizeof(fs->f[0]));
+        fs->f[fs->cap++].stack = m + page;
+    }
+    return 0;
+}
+
+/* Sets f up to start fn(arg) on its stack. (getcontext returns twice: kept apart from the
+ * scheduler's loop, whose variables it could clobber.) */
+static void prepare(usher_fiber *f, void (*fn)(void *), void *arg)
+{
+    getcontext(&f->uc);
+    f->uc.uc_stack.ss_sp = f->stack;
+    f->uc.uc_stack.ss_size = FIBER_STACK_BYTES;
+    f->uc.uc_link = NULL;
+    makecontext(&f->uc, fiber_entry, 0);
+    f->fn = fn;
+    f->arg = arg;
+    f->state = F_RUN;
+}
+
+/* The poll timeout until deadline_us (-1: none), rounded up to whole milliseconds. */
+static int timeout_until(int64_t deadline_us, int64_t now_us)
+{
+    if (deadline_us < 0)
+        return -1;
+    if (deadline_us <= now_us)
+        return 0;
+    int64_t ms = (deadline_us - now_us + 999) / 1000;
+    return ms < INT_MAX ? (int)ms : INT_MAX;
+}
+
+int usher_fibers_run(usher_fibers *fs, size_t n, void (*fn)(void *), void *const *args)
+{
+    if (cur != NULL || ensure(fs, n) != 0)
+        return -1;
+    cur_set = fs;
+    for (size_t i = 0; i < n; i++)
+        prepare(&fs->f[i], fn, args[i]);
+    for (;;) {
+        size_t nfds = 0, waiting = 0;
+        int64_t first = -1;
+        for (size_t i = 0; i < n; i++)
+            if (fs->f[i].state == F_RUN)
+                switch_in(fs, &fs->f[i]);
+        for (size_t i = 0; i < n; i++) {
+            usher_fiber *f = &fs->f[i];
+            if (f->state != F_WAIT)
+                continue;
+            waiting++;
+            nfds += f->nfds;
+            if (f->deadline_us >= 0 && (first < 0 || f->deadline_us < first))
+                first = f->deadline_us;
+        }
+        if (waiting == 0)
+            break;
+        int r = -1, err = ENOMEM;
+        if (nfds > fs->allcap) {
+            struct pollfd *na = realloc(fs->all, nfds * sizeof(*na));
+            if (na != NULL) {
+                fs->all = na;
+                fs->allcap = nfds;
+            }
+        }
+        if (nfds <= fs->allcap) {
+            size_t k = 0;
+            for (size_t i = 0; i < n; i++)
+                if (fs->f[i].state == F_WAIT)
+                    for (nfds_t j = 0; j < fs->f[i].nfds; j++)
+                        fs->all[k++] = fs->f[i].fds[j];
+            r = poll(fs->all, (nfds_t)nfds, timeout_until(first, usher_now_us()));
+            err = errno;
+            if (r < 0 && err == EINTR)
+                continue; /* (a signal: wait again, with the deadlines as they were) */
+        }
+        int64_t now = usher_now_us();
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++) {
+            usher_fiber *f = &fs->f[i];
+            int ready = 0;
+            if (f->state != F_WAIT)
+                continue;
+            for (nfds_t j = 0; j < f->nfds; j++, k++) {
+                f->fds[j].revents = r < 0 ? 0 : fs->all[k].revents;
+                ready += f->fds[j].revents != 0;
+            }
+            if (r < 0 || ready > 0 || (f->deadline_us >= 0 && f->deadline_us <= now)) {
+                f->ready = r < 0 ? -1 : ready;
+                f->err = err;
+                f->state = F_RUN;
+            }
+        }
+    }
+    cur_set = NULL;
+    return 0;
+}
+
+int usher_io_wait(struct pollfd *fds, nfds_t n, int timeout_ms)
+{
+    usher_fiber *f = cur;
+
+    if (f == NULL || timeout_ms == 0)
+        return poll(fds, n, timeout_ms);
+    f->fds = fds;
+    f->nfds = n;
+    f->deadline_us = timeout_ms < 0 ? -1 : usher_now_us() + (int64_t)timeout_ms * 1000;
+    f->state = F_WAIT;
+    switch_out(cur_set, f);
+    if (f->ready < 0)
+        errno = f->err;
+    return f->ready;
+}

@@ -1,0 +1,33 @@
+/*
+ * fiber.h — calls that share one thread and wait for their I/O together.
+ *
+ * usher_fibers_run runs n functions on the calling thread, each on a stack of its own. When
+ * one waits in usher_io_wait, the others run on; once all of them wait, the thread sleeps in
+ * one poll(2) over everything they wait for and resumes those whose sockets are ready. A
+ * worker makes the concurrent calls of an event this way (usher_http and usher_smtp_send wait
+ * in usher_io_wait), with no thread per call to hand them to and wait for.
+ */
+#ifndef USHER_FIBER_H
+#define USHER_FIBER_H
+
+#include <poll.h>
+#include <stddef.h>
+
+typedef struct usher_fibers usher_fibers;
+
+/* A set of fibers for one thread (its stacks are made on first need); NULL when out of
+ * memory. */
+usher_fibers *usher_fibers_new(void);
+/* Frees the set; fs may be NULL. Not while it runs. */
+void usher_fibers_free(usher_fibers *fs);
+
+/* Runs fn(args[i]) for i < n as fibers of the calling thread, and returns 0 once all have
+ * returned. Returns -1, having run none of them, when their stacks cannot be made or when
+ * called from a fiber. */
+int usher_fibers_run(usher_fibers *fs, size_t n, void (*fn)(void *), void *const *args);
+
+/* poll(2), with the same arguments and results; in a fiber, the thread's other fibers run
+ * meanwhile. */
+int usher_io_wait(struct pollfd *fds, nfds_t n, int timeout_ms);
+
+#endif
