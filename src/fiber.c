@@ -175,13 +175,13 @@ static int timeout_until(int64_t deadline_us, int64_t now_us)
     return ms < INT_MAX ? (int)ms : INT_MAX;
 }
 
-int usher_fibers_run(usher_fibers *fs, size_t n, void (*fn)(void *), void *const *args)
+int usher_fibers_run(usher_fibers *fs, const usher_fiber_job *jobs, size_t n)
 {
     if (cur != NULL || ensure(fs, n) != 0)
         return -1;
     cur_set = fs;
     for (size_t i = 0; i < n; i++)
-        prepare(&fs->f[i], fn, args[i]);
+        prepare(&fs->f[i], jobs[i].fn, jobs[i].arg);
     for (;;) {
         size_t nfds = 0, waiting = 0;
         int64_t first = -1;

@@ -21,10 +21,16 @@ usher_fibers *usher_fibers_new(void);
 /* Frees the set; fs may be NULL. Not while it runs. */
 void usher_fibers_free(usher_fibers *fs);
 
-/* Runs fn(args[i]) for i < n as fibers of the calling thread, and returns 0 once all have
- * returned. Returns -1, having run none of them, when their stacks cannot be made or when
- * called from a fiber. */
-int usher_fibers_run(usher_fibers *fs, size_t n, void (*fn)(void *), void *const *args);
+/* One function for a fiber to run. */
+typedef struct usher_fiber_job {
+    void (*fn)(void *);
+    void *arg;
+} usher_fiber_job;
+
+/* Runs jobs[i].fn(jobs[i].arg) for i < n as fibers of the calling thread, starting them in
+ * that order, and returns 0 once all have returned. Returns -1, having run none of them, when
+ * their stacks cannot be made or when called from a fiber. */
+int usher_fibers_run(usher_fibers *fs, const usher_fiber_job *jobs, size_t n);
 
 /* poll(2), with the same arguments and results; in a fiber, the thread's other fibers run
  * meanwhile. */

@@ -106,7 +106,8 @@ struct usher_worker {
     sem_t fan_done;           /* posted by the runner that finishes the last of them */
     bool runners_failed;      /* a runner thread could not be started: no more tries */
     usher_call *calls;        /* one per handler: the calls of the current attempt */
-    usher_call **fan;         /* two per handler: fan_out's sorting of them */
+    usher_call **fan;         /* one per handler: fan_out's calls for runners */
+    usher_fiber_job *jobs;    /* one per handler: fan_out's calls for fibers */
     /* Markers asked for ahead on the second call's connection (see process): of the first
      * event of record ahead_rec, for the handlers ahead_h[0..ahead_n). */
     const struct record *ahead_rec;
@@ -962,18 +963,19 @@ static size_t ensure_runners(usher_worker *w, size_t want)
  * stack) is made on this thread after the others have started. */
 static void fan_out(usher_worker *w, usher_call *calls, size_t n)
 {
-    usher_call **co = w->fan, **other = w->fan + n;
+    usher_fiber_job *co = w->jobs;
+    usher_call **other = w->fan;
     size_t nco = 0, nother = 0, mine, par = 0;
 
     for (size_t k = 0; k < n; k++) {
         calls[k].ctx.conn = call_conn(w, k);
         if (n >= 2 && calls[k].ctx.b->cooperative)
-            co[nco++] = &calls[k];
+            co[nco++] = (usher_fiber_job){ run_call, &calls[k] };
         else
             other[nother++] = &calls[k];
     }
     if (nco == 1) /* (alone, it gains nothing from a fiber) */
-        other[nother++] = co[--nco];
+        other[nother++] = co[--nco].arg;
     if (nco > 0 && w->fibers == NULL)
         w->fibers = usher_fibers_new();
     mine = nco == 0 && nother > 0 ? 1 : 0; /* (this thread waits anyway) */
@@ -985,13 +987,13 @@ static void fan_out(usher_worker *w, usher_call *calls, size_t n)
         sem_post(&w->runners[k].go);
     }
     if (nco > 0 && (w->fibers == NULL ||
-                    usher_fibers_run(w->fibers, nco, run_call, (void *const *)co) != 0)) {
+                    usher_fibers_run(w->fibers, co, nco) != 0)) {
         if (!w->fibers_warned)
             usher_warn("worker %zu: no memory for fiber stacks; the cooperative calls of an "
                        "event run one after another", w->id);
         w->fibers_warned = true;
         for (size_t k = 0; k < nco; k++)
-            run_call(co[k]);
+            run_call(co[k].arg);
     }
     for (size_t k = 0; k < nother; k++)
         if (k < mine || k >= mine + par)
@@ -1404,11 +1406,12 @@ int usher_workers_start(usher_app *app, size_t n, char *errstr, size_t errstr_si
         sem_init(&w->fan_done, 0, 0);
         w->metrics = calloc(app->reg->count ? app->reg->count : 1, sizeof(*w->metrics));
         w->calls = calloc(app->reg->count ? app->reg->count : 1, sizeof(*w->calls));
-        w->fan = calloc(app->reg->count ? 2 * app->reg->count : 1, sizeof(*w->fan));
+        w->fan = calloc(app->reg->count ? app->reg->count : 1, sizeof(*w->fan));
+        w->jobs = calloc(app->reg->count ? app->reg->count : 1, sizeof(*w->jobs));
         w->runners = calloc(app->reg->count ? app->reg->count : 1, sizeof(*w->runners));
         w->xconns = calloc(app->reg->count ? app->reg->count : 1, sizeof(*w->xconns));
-        if (w->metrics == NULL || w->calls == NULL || w->fan == NULL || w->runners == NULL ||
-            w->xconns == NULL)
+        if (w->metrics == NULL || w->calls == NULL || w->fan == NULL || w->jobs == NULL ||
+            w->runners == NULL || w->xconns == NULL)
             goto oom;
         for (size_t k = 1; k < app->reg->count; k++) {
             w->xconns[k - 1].app = app;
@@ -1452,6 +1455,7 @@ void usher_workers_join(usher_app *app)
         free(w->metrics);
         free(w->calls);
         free(w->fan);
+        free(w->jobs);
         free(w->runners);
         free(w->xconns);
         pthread_mutex_destroy(&w->lane.lock);

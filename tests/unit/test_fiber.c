@@ -20,7 +20,6 @@ struct shared {
 };
 
 struct job {
-    void (*fn)(struct job *);
     struct shared *sh;
     char name;
     int wait_ms;     /* the timeout it gives usher_io_wait */
@@ -29,13 +28,6 @@ struct job {
     int64_t took_us; /* how long usher_io_wait took */
 };
 
-static void run_job(void *arg)
-{
-    struct job *j = arg;
-
-    j->fn(j);
-}
-
 static void note(struct shared *sh, char c)
 {
     if (sh != NULL && sh->n < sizeof(sh->log) - 1)
@@ -43,8 +35,9 @@ static void note(struct shared *sh, char c)
 }
 
 /* Waits (up to wait_ms) for the pipe to be readable, then reads one byte. */
-static void reader(struct job *j)
+static void reader(void *arg)
 {
+    struct job *j = arg;
     struct pollfd pfd = { .fd = j->sh->fds[0], .events = POLLIN };
     char c = 0;
     int64_t t0 = usher_now_us();
@@ -59,8 +52,9 @@ static void reader(struct job *j)
 }
 
 /* Sleeps wait_ms in usher_io_wait (nothing to wait for but its timeout), then writes. */
-static void writer(struct job *j)
+static void writer(void *arg)
 {
+    struct job *j = arg;
     int64_t t0 = usher_now_us();
 
     note(j->sh, j->name);
@@ -77,13 +71,13 @@ static void test_a_waiting_fiber_lets_the_others_run(void **state)
     (void)state;
     usher_fibers *fs = usher_fibers_new();
     struct shared sh = { .n = 0 };
-    struct job r = { .fn = reader, .sh = &sh, .name = 'r', .wait_ms = 5000 };
-    struct job w = { .fn = writer, .sh = &sh, .name = 'w', .wait_ms = 20 };
-    void *args[] = { &r, &w };
+    struct job r = { .sh = &sh, .name = 'r', .wait_ms = 5000 };
+    struct job w = { .sh = &sh, .name = 'w', .wait_ms = 20 };
+    usher_fiber_job jobs[] = { { reader, &r }, { writer, &w } };
 
     assert_non_null(fs);
     assert_int_equal(pipe(sh.fds), 0);
-    assert_int_equal(usher_fibers_run(fs, 2, run_job, args), 0);
+    assert_int_equal(usher_fibers_run(fs, jobs, 2), 0);
     /* both started, the writer woke after its 20 ms and finished, then the reader read */
     assert_string_equal(sh.log, "rwW!R");
     assert_int_equal(r.result, 1);
@@ -102,15 +96,15 @@ static void test_waits_overlap(void **state)
     (void)state;
     usher_fibers *fs = usher_fibers_new();
     struct job j[4];
-    void *args[4];
+    usher_fiber_job jobs[4];
 
     assert_non_null(fs);
     for (int i = 0; i < 4; i++) {
-        j[i] = (struct job){ .fn = writer, .sh = NULL, .name = 'a', .wait_ms = 100 };
-        args[i] = &j[i];
+        j[i] = (struct job){ .sh = NULL, .name = 'a', .wait_ms = 100 };
+        jobs[i] = (usher_fiber_job){ writer, &j[i] };
     }
     int64_t t0 = usher_now_us();
-    assert_int_equal(usher_fibers_run(fs, 4, run_job, args), 0);
+    assert_int_equal(usher_fibers_run(fs, jobs, 4), 0);
     int64_t took = usher_now_us() - t0;
     assert_in_range(took, 99000, 300000);
     for (int i = 0; i < 4; i++) {
@@ -127,19 +121,19 @@ static void test_timeouts_and_reuse(void **state)
     (void)state;
     usher_fibers *fs = usher_fibers_new();
     struct shared sh = { .n = 0 };
-    struct job r = { .fn = reader, .sh = &sh, .name = 'r', .wait_ms = 30 };
-    struct job s = { .fn = writer, .sh = NULL, .name = 's', .wait_ms = 10 };
-    void *args[] = { &r, &s };
+    struct job r = { .sh = &sh, .name = 'r', .wait_ms = 30 };
+    struct job s = { .sh = NULL, .name = 's', .wait_ms = 10 };
+    usher_fiber_job jobs[] = { { reader, &r }, { writer, &s } };
 
     assert_non_null(fs);
     assert_int_equal(pipe(sh.fds), 0);
-    assert_int_equal(usher_fibers_run(fs, 1, run_job, args), 0);
+    assert_int_equal(usher_fibers_run(fs, jobs, 1), 0);
     assert_int_equal(r.result, 0);
     assert_int_equal(r.revents, 0);
     assert_in_range(r.took_us, 29000, 2000000);
     sh.n = 0;
     memset(sh.log, 0, sizeof(sh.log));
-    assert_int_equal(usher_fibers_run(fs, 2, run_job, args), 0);
+    assert_int_equal(usher_fibers_run(fs, jobs, 2), 0);
     assert_string_equal(sh.log, "rR"); /* (s logs nowhere) */
     assert_int_equal(r.result, 0);
     assert_int_equal(s.result, 0);
@@ -168,13 +162,14 @@ static void test_outside_a_fiber_it_is_poll(void **state)
 
 static int nested_result;
 
-static void nested(struct job *j)
+static void nested(void *arg)
 {
+    struct job *j = arg;
     usher_fibers *inner = usher_fibers_new();
-    void *args[] = { j };
+    usher_fiber_job jobs[] = { { nested, j } };
 
     assert_non_null(inner);
-    nested_result = usher_fibers_run(inner, 1, run_job, args);
+    nested_result = usher_fibers_run(inner, jobs, 1);
     usher_fibers_free(inner);
 }
 
@@ -183,12 +178,12 @@ static void test_no_fibers_inside_a_fiber(void **state)
 {
     (void)state;
     usher_fibers *fs = usher_fibers_new();
-    struct job j = { .fn = nested };
-    void *args[] = { &j };
+    struct job j = { 0 };
+    usher_fiber_job jobs[] = { { nested, &j } };
 
     assert_non_null(fs);
     nested_result = 0;
-    assert_int_equal(usher_fibers_run(fs, 1, run_job, args), 0);
+    assert_int_equal(usher_fibers_run(fs, jobs, 1), 0);
     assert_int_equal(nested_result, -1);
     usher_fibers_free(fs);
 }
