@@ -1,15 +1,17 @@
 /*
- * fiber.c — see fiber.h. Fibers are ucontext(3) contexts on mmap'd stacks with a guard page
+ * fiber.c — see fiber.h. Fibers are ucontext(3) contexts on mmap'd stacks with a guard region
  * below; a set belongs to one thread and runs only inside usher_fibers_run.
  */
 #include "fiber.h"
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -27,9 +29,11 @@
 #include <sanitizer/common_interface_defs.h>
 #endif
 
-/* A fiber's stack: what a handler call needs (libcurl and OpenSSL included) with room to spare;
- * only the pages it touches take memory. */
+/* A fiber's stack: what a handler call needs (libcurl and OpenSSL included: about 10 KiB for a
+ * TLS handshake) with room to spare; only the pages it touches take memory. */
 #define FIBER_STACK_BYTES (512u * 1024u)
+/* Below it, inaccessible: an overflow faults, even from a frame larger than a page. */
+#define FIBER_GUARD_BYTES (64u * 1024u)
 
 enum { F_RUN, F_WAIT, F_DONE };
 
@@ -118,17 +122,14 @@ void usher_fibers_free(usher_fibers *fs)
     if (fs == NULL)
         return;
     for (size_t i = 0; i < fs->cap; i++)
-        munmap(fs->f[i].stack - sysconf(_SC_PAGESIZE), FIBER_STACK_BYTES + sysconf(_SC_PAGESIZE));
+        munmap(fs->f[i].stack - FIBER_GUARD_BYTES, FIBER_GUARD_BYTES + FIBER_STACK_BYTES);
     free(fs->f);
     free(fs->all);
     free(fs);
 }
 
-/* Gives the set n fibers with stacks; -1 when out of memory. */
-static int ensure(usher_fibers *fs, size_t n)
+int usher_fibers_reserve(usher_fibers *fs, size_t n)
 {
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-
     if (n <= fs->cap)
         return 0;
     usher_fiber *nf = realloc(fs->f, n * sizeof(*nf));
@@ -136,16 +137,16 @@ static int ensure(usher_fibers *fs, size_t n)
         return -1;
     fs->f = nf;
     while (fs->cap < n) {
-        char *m = mmap(NULL, FIBER_STACK_BYTES + page, PROT_READ | PROT_WRITE,
+        char *m = mmap(NULL, FIBER_GUARD_BYTES + FIBER_STACK_BYTES, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
         if (m == MAP_FAILED)
             return -1;
-        if (mprotect(m, page, PROT_NONE) != 0) { /* the guard: an overflow faults */
-            munmap(m, FIBER_STACK_BYTES + page);
+        if (mprotect(m, FIBER_GUARD_BYTES, PROT_NONE) != 0) {
+            munmap(m, FIBER_GUARD_BYTES + FIBER_STACK_BYTES);
             return -1;
         }
         memset(&fs->f[fs->cap], 0, sizeof(fs->f[0]));
-        fs->f[fs->cap++].stack = m + page;
+        fs->f[fs->cap++].stack = m + FIBER_GUARD_BYTES;
     }
     return 0;
 }
@@ -177,7 +178,7 @@ static int timeout_until(int64_t deadline_us, int64_t now_us)
 
 int usher_fibers_run(usher_fibers *fs, const usher_fiber_job *jobs, size_t n)
 {
-    if (cur != NULL || ensure(fs, n) != 0)
+    if (cur != NULL || usher_fibers_reserve(fs, n) != 0)
         return -1;
     cur_set = fs;
     for (size_t i = 0; i < n; i++)
@@ -254,4 +255,46 @@ int usher_io_wait(struct pollfd *fds, nfds_t n, int timeout_ms)
     if (f->ready < 0)
         errno = f->err;
     return f->ready;
+}
+
+/* What usher_offload's thread runs: fn, then a write to the eventfd its fiber waits on. */
+struct offload {
+    void (*fn)(void *);
+    void *arg;
+    int efd;
+};
+
+static void *offload_main(void *arg)
+{
+    struct offload *o = arg;
+    uint64_t one = 1;
+
+    o->fn(o->arg);
+    while (write(o->efd, &one, sizeof(one)) < 0 && errno == EINTR)
+        ;
+    return NULL;
+}
+
+void usher_offload(void (*fn)(void *), void *arg)
+{
+    struct offload o = { fn, arg, -1 };
+    pthread_t th;
+
+    if (cur == NULL || (o.efd = eventfd(0, EFD_CLOEXEC)) < 0) {
+        fn(arg);
+        return;
+    }
+    if (pthread_create(&th, NULL, offload_main, &o) != 0) {
+        close(o.efd);
+        fn(arg);
+        return;
+    }
+    for (;;) { /* (should poll fail, the join waits instead) */
+        struct pollfd pfd = { .fd = o.efd, .events = POLLIN };
+        int r = usher_io_wait(&pfd, 1, -1);
+        if (r > 0 || (r < 0 && errno != EINTR))
+            break;
+    }
+    pthread_join(th, NULL);
+    close(o.efd);
 }

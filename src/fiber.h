@@ -32,8 +32,17 @@ typedef struct usher_fiber_job {
  * their stacks cannot be made or when called from a fiber. */
 int usher_fibers_run(usher_fibers *fs, const usher_fiber_job *jobs, size_t n);
 
+/* Gives the set stacks for n fibers ahead of usher_fibers_run; -1 when out of memory. */
+int usher_fibers_reserve(usher_fibers *fs, size_t n);
+
 /* poll(2), with the same arguments and results; in a fiber, the thread's other fibers run
  * meanwhile. */
 int usher_io_wait(struct pollfd *fds, nfds_t n, int timeout_ms);
+
+/* Calls fn(arg) and returns when it has returned. In a fiber, fn runs on a thread of its own
+ * while this one waits in usher_io_wait, so that blocking work (a library's connect) does not
+ * hold up the thread's other fibers; fn must not touch what they use. Elsewhere, or when no
+ * thread can be started, fn runs here. */
+void usher_offload(void (*fn)(void *), void *arg);
 
 #endif

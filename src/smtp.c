@@ -275,6 +275,20 @@ void usher_smtp_close(usher_transport *t)
     t->smtp_ssl = NULL;
 }
 
+/* A session's opening (curl_easy_perform with CONNECT_ONLY): connect, greeting, EHLO,
+ * STARTTLS, AUTH, all blocking, so it runs through usher_offload. */
+struct smtp_open {
+    CURL *h;
+    CURLcode rc;
+};
+
+static void smtp_open_perform(void *arg)
+{
+    struct smtp_open *o = arg;
+
+    o->rc = curl_easy_perform(o->h);
+}
+
 /* Opens a session for m (closing any other). OK, or the outcome and reason of the failure. */
 static usher_result smtp_open(usher_ctx *ctx, usher_transport *t, const usher_mail *m,
                               const char *key, int64_t deadline)
@@ -303,7 +317,9 @@ static usher_result smtp_open(usher_ctx *ctx, usher_transport *t, const usher_ma
         curl_easy_setopt(t->smtp, CURLOPT_USERNAME, m->username);
         curl_easy_setopt(t->smtp, CURLOPT_PASSWORD, m->password ? m->password : "");
     }
-    rc = curl_easy_perform(t->smtp);
+    struct smtp_open open = { t->smtp, CURLE_FAILED_INIT };
+    usher_offload(smtp_open_perform, &open); /* (blocking: in a fiber, the others run) */
+    rc = open.rc;
     if (rc == CURLE_OK) {
         t->smtp_used_ms = usher_now_ms();
         return USHER_OK;

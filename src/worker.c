@@ -94,12 +94,12 @@ struct usher_worker {
     usher_conn mconn;
     /* The connections of an event's second, third, ... call (call_conn). */
     usher_conn *xconns;
-    /* Fibers for the calls of cooperative handlers, made on first need; NULL if they cannot
-     * be (those calls are then made one after another). */
+    /* Fibers for the calls of cooperative handlers, made on first need (without memory for
+     * them, those calls go to runners). */
     usher_fibers *fibers;
     bool fibers_warned;
-    /* Runners, started on first need (an event with a call that is not cooperative, beside
-     * another call). */
+    /* Runners, started on first need (an event with a call to make beside another that is
+     * not a fiber's). */
     usher_runner *runners;
     size_t nrunners;          /* started */
     atomic_size_t fan_pending; /* jobs handed out and not yet finished */
@@ -289,8 +289,8 @@ static void worker_read_owed(usher_worker *w)
 }
 
 /* The connection of an event's call k (in handler order among the event's calls): w's own for
- * the first, one each for the others, so that a handler usually finds the connection (its
- * SMTP session, its HTTP keep-alive) it used for the previous event. */
+ * the first, one each for the others. Events that the same handlers want put each handler on
+ * the same connection, so it finds the SMTP session or HTTP keep-alive of its last call. */
 static usher_conn *call_conn(usher_worker *w, size_t k)
 {
     return k == 0 ? &w->conn : &w->xconns[k - 1];
@@ -301,6 +301,21 @@ static void conn_free(usher_conn *c)
     conn_read_owed(c);
     conn_drop_redis(c);
     usher_transport_free(&c->transport);
+}
+
+/* A connect to Redis (blocking, up to redis_connect_timeout_ms), for usher_offload. */
+struct redis_open {
+    const usher_redis_target *target;
+    redisContext *c;
+    char *err;
+    size_t errn;
+};
+
+static void redis_open_connect(void *arg)
+{
+    struct redis_open *o = arg;
+
+    o->c = usher_redis_connect(o->target, o->err, o->errn);
 }
 
 redisContext *usher_redis(usher_ctx *ctx)
@@ -315,7 +330,9 @@ redisContext *usher_redis(usher_ctx *ctx)
     now = usher_now_ms();
     if (now < c->redis_retry_at)
         return NULL;
-    c->redis = usher_redis_connect(&c->app->redis, err, sizeof(err));
+    struct redis_open open = { &c->app->redis, NULL, err, sizeof(err) };
+    usher_offload(redis_open_connect, &open); /* (blocking: in a fiber, the others run) */
+    c->redis = open.c;
     if (c->redis == NULL) {
         c->redis_retry_at = now + 250;
         if (now - c->redis_warned_at >= 5000) {
@@ -958,9 +975,9 @@ static size_t ensure_runners(usher_worker *w, size_t want)
 
 /* Makes calls[0..n) concurrently, each on its call_conn, and returns when every call has
  * returned. With two or more cooperative calls, those run as fibers of this thread and the
- * others on runners; otherwise this thread makes the first call and runners the others. A
- * call left without a runner (a thread could not be started) or a fiber (no memory for its
- * stack) is made on this thread after the others have started. */
+ * others on runners; otherwise (or with no memory for fiber stacks) this thread makes the
+ * first call and runners the others. A call left without a runner (a thread could not be
+ * started) is made on this thread after the others have started. */
 static void fan_out(usher_worker *w, usher_call *calls, size_t n)
 {
     usher_fiber_job *co = w->jobs;
@@ -976,8 +993,15 @@ static void fan_out(usher_worker *w, usher_call *calls, size_t n)
     }
     if (nco == 1) /* (alone, it gains nothing from a fiber) */
         other[nother++] = co[--nco].arg;
-    if (nco > 0 && w->fibers == NULL)
-        w->fibers = usher_fibers_new();
+    if (nco > 0 && ((w->fibers == NULL && (w->fibers = usher_fibers_new()) == NULL) ||
+                    usher_fibers_reserve(w->fibers, nco) != 0)) {
+        if (!w->fibers_warned)
+            usher_warn("worker %zu: no memory for fiber stacks; cooperative calls run on "
+                       "runner threads", w->id);
+        w->fibers_warned = true;
+        while (nco > 0)
+            other[nother++] = co[--nco].arg;
+    }
     mine = nco == 0 && nother > 0 ? 1 : 0; /* (this thread waits anyway) */
     if (nother > mine)
         par = ensure_runners(w, nother - mine);
@@ -986,15 +1010,9 @@ static void fan_out(usher_worker *w, usher_call *calls, size_t n)
         w->runners[k].job = other[mine + k];
         sem_post(&w->runners[k].go);
     }
-    if (nco > 0 && (w->fibers == NULL ||
-                    usher_fibers_run(w->fibers, co, nco) != 0)) {
-        if (!w->fibers_warned)
-            usher_warn("worker %zu: no memory for fiber stacks; the cooperative calls of an "
-                       "event run one after another", w->id);
-        w->fibers_warned = true;
+    if (nco > 0 && usher_fibers_run(w->fibers, co, nco) != 0) /* (reserved: cannot fail) */
         for (size_t k = 0; k < nco; k++)
             run_call(co[k].arg);
-    }
     for (size_t k = 0; k < nother; k++)
         if (k < mine || k >= mine + par)
             run_call(other[k]);

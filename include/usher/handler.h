@@ -48,8 +48,9 @@ extern "C" {
 
 /* usher_handler.flags */
 /* handle() waits only inside usher_http and usher_smtp_send (and briefly for Redis, through
- * usher_redis or the usher_once_* helpers), never on I/O of its own or on a lock held long.
- * usher then makes its call on the worker thread itself, together with the event's other
+ * usher_redis or the usher_once_* helpers): never on I/O, a sleep or a condition of its own,
+ * and it holds no lock across those calls (another call on the same thread may want it).
+ * usher then makes the call on the worker thread itself, as a fiber beside the event's other
  * cooperative calls, all waiting for their replies at once; the calls of handlers without
  * this flag each get a thread of their own. */
 #define USHER_HANDLER_COOPERATIVE 1u

@@ -21,6 +21,10 @@ rc=0; "$USHER_BIN" check-config -c "$T/bad.conf" 2>"$T/err" || rc=$?
 grep -q "bad.conf:$(wc -l <"$T/bad.conf"): unknown key 'colour'" "$T/err" ||
   fail "unknown plugin key error: $(cat "$T/err")"
 
+# A plugin built for handler ABI 1 (before usher_handler.flags) still loads.
+sed "s|^library = .*|library = ${HELLO_ABI1_SO:?}|" "$T/usher.conf" >"$T/abi1.conf"
+"$USHER_BIN" check-config -c "$T/abi1.conf" >/dev/null || fail "check-config rejected an ABI 1 plugin"
+
 usher_start "$T/usher.conf" "$T/usher.log"
 wait_at_end 120 "$USHER_PID"
 usher_stop "$USHER_PID" 10

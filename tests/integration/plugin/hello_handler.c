@@ -42,8 +42,13 @@ static usher_result handle(usher_ctx *ctx, const usher_event *ev, void *state)
     return USHER_OK;
 }
 
+/* Built a second time with HELLO_ABI=1, as a handler built before ABI 2 says it was. */
+#ifndef HELLO_ABI
+#define HELLO_ABI USHER_HANDLER_ABI_VERSION
+#endif
+
 const usher_handler usher_handler_hello = {
-    .abi_version = USHER_HANDLER_ABI_VERSION,
+    .abi_version = HELLO_ABI,
     .name = "hello",
     .description = "example of a handler loaded from a shared object",
     .default_events = "signup",
