@@ -673,6 +673,10 @@ int usher_run(const usher_config *cfg, usher_registry *reg)
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    /* A write to a connection the peer closed (Redis restarting) fails with EPIPE, which the
+     * writer handles, instead of killing the process. */
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
 
     if (usher_redis_parse_url(cfg->redis_url, &app.redis, errstr, sizeof(errstr)) != 0) {
         usher_err("%s", errstr);

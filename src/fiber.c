@@ -57,6 +57,8 @@ struct usher_fibers {
     size_t cap;                /* fibers with a stack */
     struct pollfd *all;        /* the scheduler's poll set */
     size_t allcap;
+    void (*on_wait)(void *);   /* usher_fibers_on_wait */
+    void *on_wait_arg;
     const void *home_bottom;   /* (AddressSanitizer: the thread's own stack) */
     size_t home_size;
     void *home_fake;
@@ -128,6 +130,12 @@ void usher_fibers_free(usher_fibers *fs)
     free(fs);
 }
 
+void usher_fibers_on_wait(usher_fibers *fs, void (*fn)(void *), void *arg)
+{
+    fs->on_wait = fn;
+    fs->on_wait_arg = arg;
+}
+
 int usher_fibers_reserve(usher_fibers *fs, size_t n)
 {
     if (n <= fs->cap)
@@ -189,6 +197,8 @@ int usher_fibers_run(usher_fibers *fs, const usher_fiber_job *jobs, size_t n)
         for (size_t i = 0; i < n; i++)
             if (fs->f[i].state == F_RUN)
                 switch_in(fs, &fs->f[i]);
+        if (fs->on_wait != NULL)
+            fs->on_wait(fs->on_wait_arg);
         for (size_t i = 0; i < n; i++) {
             usher_fiber *f = &fs->f[i];
             if (f->state != F_WAIT)

@@ -32,6 +32,11 @@ typedef struct usher_fiber_job {
  * their stacks cannot be made or when called from a fiber. */
 int usher_fibers_run(usher_fibers *fs, const usher_fiber_job *jobs, size_t n);
 
+/* Has fn(arg) called on the thread's own stack whenever all fibers of a run wait or are done:
+ * before the thread sleeps in poll, and before usher_fibers_run returns. (For work the
+ * fibers leave to be done together, such as writes they buffered.) */
+void usher_fibers_on_wait(usher_fibers *fs, void (*fn)(void *), void *arg);
+
 /* Gives the set stacks for n fibers ahead of usher_fibers_run; -1 when out of memory. */
 int usher_fibers_reserve(usher_fibers *fs, size_t n);
 

@@ -4,7 +4,8 @@
  * done, dead-lettered or abandoned. The calls of an event run concurrently: those of
  * cooperative handlers as fibers of the worker's thread, any other on a runner thread. Each
  * call position of an event has a Redis connection and curl handles of its own, kept across
- * events, and each worker one more Redis connection for its metrics.
+ * events; each worker has one more Redis connection for its metrics, and one for the markers
+ * of its fibers' calls.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -39,8 +40,8 @@ static const char *const metric_names[M_COUNT] = { "ok", "retried", "failed", "d
  * twice the batch calls. At 64, Redis used 0.3 s more. */
 #define MAX_TAKE 128
 
-/* A Redis connection and curl handles, owned by one thread: what a thread that calls handlers
- * lends them, or (metrics_only) the one a worker writes its metrics on. */
+/* A Redis connection and curl handles, used by one thread at a time: what a call's handler is
+ * lent, or the one a worker writes its fibers' markers on, or (metrics_only) its metrics. */
 typedef struct usher_conn {
     usher_app *app;
     char name[32];            /* "worker 3", "worker 3.1": for log lines */
@@ -50,11 +51,16 @@ typedef struct usher_conn {
     int64_t redis_warned_at;
     int unread;               /* replies to writes sent without waiting (markers, see
                                  usher_once_mark; metrics, see flush_metrics) not read yet */
+    bool unsent;              /* markers appended by fibers, not written out yet (flush_marks) */
+    bool connecting;          /* a fiber is connecting it (conn_redis) */
     bool metrics_only;        /* the worker's metrics connection: its writes are metrics */
 } usher_conn;
 
 struct usher_ctx {
-    usher_conn *conn;         /* of the thread making the call */
+    usher_conn *conn;         /* the call's */
+    usher_conn *marks;        /* a fiber's call: its worker's marker connection, where its
+                                 markers are appended for the fibers' scheduler to write out
+                                 together (flush_marks); NULL: on conn, at once */
     const usher_bound_handler *b;
     char reason[128];
     int64_t retry_after_ms;
@@ -92,6 +98,10 @@ struct usher_worker {
     /* Metrics only (flush_metrics): written without waiting, their replies read by the next
      * flush, so no command of the worker's handlers waits behind them. */
     usher_conn mconn;
+    /* The markers of calls made as fibers (usher_once_mark), appended by them and written out
+     * together by flush_marks. Never lent to a handler: no call holds its context across a
+     * wait, when a write error may drop it. */
+    usher_conn marks;
     /* The connections of an event's second, third, ... call (call_conn). */
     usher_conn *xconns;
     /* Fibers for the calls of cooperative handlers, made on first need (without memory for
@@ -284,6 +294,7 @@ static void conn_read_owed(usher_conn *c)
 static void worker_read_owed(usher_worker *w)
 {
     conn_read_owed(&w->conn);
+    conn_read_owed(&w->marks);
     for (size_t k = 1; k < w->app->reg->count; k++)
         conn_read_owed(&w->xconns[k - 1]);
 }
@@ -318,20 +329,24 @@ static void redis_open_connect(void *arg)
     o->c = usher_redis_connect(o->target, o->err, o->errn);
 }
 
-redisContext *usher_redis(usher_ctx *ctx)
+/* c's Redis connection, connected now if it was not (at most every 250 ms); NULL when Redis is
+ * unreachable. Replies owed on it stay owed. */
+static redisContext *conn_redis(usher_conn *c)
 {
-    usher_conn *c = ctx->conn;
     char err[256];
     int64_t now;
 
-    conn_read_owed(c);
+    while (c->connecting) /* (another fiber's connect: wait for it) */
+        usher_io_wait(NULL, 0, 1);
     if (c->redis != NULL)
         return c->redis;
     now = usher_now_ms();
     if (now < c->redis_retry_at)
         return NULL;
     struct redis_open open = { &c->app->redis, NULL, err, sizeof(err) };
+    c->connecting = true;
     usher_offload(redis_open_connect, &open); /* (blocking: in a fiber, the others run) */
+    c->connecting = false;
     c->redis = open.c;
     if (c->redis == NULL) {
         c->redis_retry_at = now + 250;
@@ -341,6 +356,12 @@ redisContext *usher_redis(usher_ctx *ctx)
         }
     }
     return c->redis;
+}
+
+redisContext *usher_redis(usher_ctx *ctx)
+{
+    conn_read_owed(ctx->conn);
+    return conn_redis(ctx->conn);
 }
 
 void usher_redis_broken(usher_ctx *ctx)
@@ -420,22 +441,35 @@ int usher_once_done_before(usher_ctx *ctx, const usher_event *ev)
     return rc;
 }
 
-/* Writes out what was appended to c, ctx's connection, without reading the replies. Returns
- * false, with the connection dropped, on an I/O error. */
-static bool send_appended(usher_ctx *ctx, redisContext *c)
+/* Writes out what was appended to conn's Redis connection, without reading the replies.
+ * Returns false, with the connection dropped, on an I/O error. */
+static bool send_appended(usher_conn *conn)
 {
-    for (int done = 0; !done;) {
-        if (redisBufferWrite(c, &done) != REDIS_OK) {
-            usher_redis_broken(ctx);
+    conn->unsent = false;
+    for (int done = 0; conn->redis != NULL && !done;) {
+        if (redisBufferWrite(conn->redis, &done) != REDIS_OK) {
+            conn_drop_redis(conn); /* (warns about the unconfirmed writes) */
             return false;
         }
     }
     return true;
 }
 
+/* Writes out the markers w's fibers appended (usher_fibers_on_wait: whenever all of them
+ * wait or are done), so that markers set in the same round go out in one write. */
+static void flush_marks(void *arg)
+{
+    usher_worker *w = arg;
+
+    if (w->marks.unsent)
+        send_appended(&w->marks);
+}
+
 int usher_once_mark(usher_ctx *ctx, const usher_event *ev, long ttl_seconds)
 {
-    redisContext *c = usher_redis(ctx);
+    usher_conn *mc = ctx->marks != NULL ? ctx->marks : ctx->conn;
+    /* (on the shared connection, replies owed to the other fibers' markers stay unread) */
+    redisContext *c = ctx->marks != NULL ? conn_redis(mc) : usher_redis(ctx);
     char key[512];
     int sent = 0;
 
@@ -444,9 +478,13 @@ int usher_once_mark(usher_ctx *ctx, const usher_event *ev, long ttl_seconds)
         sent = redisAppendCommand(c, "SET %s 1 EX %ld", key,
                                   ttl_seconds > 0 ? ttl_seconds : ctx->b->marker_ttl_s) == REDIS_OK;
         if (!sent)
-            usher_redis_broken(ctx);
-        else if ((sent = send_appended(ctx, c)))
-            ctx->conn->unread++; /* read before the connection's next command */
+            conn_drop_redis(mc);
+        else if (ctx->marks != NULL)
+            mc->unsent = true; /* (written out by flush_marks before the fibers wait again) */
+        else
+            sent = send_appended(mc);
+        if (sent)
+            mc->unread++; /* read before the connection's next command */
     }
     if (!sent) {
         usher_ctx_log(ctx, USHER_LOG_WARN, "event %s is done but could not be marked in Redis; "
@@ -485,7 +523,7 @@ static size_t send_markers(usher_worker *w, usher_conn *conn, const usher_call *
     worker_read_owed(w);
     if ((c = usher_redis(&ctx)) == NULL)
         return 0;
-    if (redisAppendCommandArgv(c, (int)k + 1, argv, lens) != REDIS_OK || !send_appended(&ctx, c))
+    if (redisAppendCommandArgv(c, (int)k + 1, argv, lens) != REDIS_OK || !send_appended(conn))
         return 0;
     return k;
 }
@@ -578,7 +616,7 @@ static void flush_metrics(usher_worker *w, bool all)
     for (size_t i = 0; i < w->reason_count; i++)
         sent += redisAppendCommand(c, "HINCRBY %s:dead_letter_reasons %s %lld", prefix,
                                    w->reasons[i].reason, w->reasons[i].n) == REDIS_OK;
-    if (!send_appended(&ctx, c))
+    if (!send_appended(&w->mconn))
         return; /* nothing is cleared: a partial write may be repeated, never lost */
     w->mconn.unread += sent;
     w->handlers_announced = 1;
@@ -993,8 +1031,9 @@ static void fan_out(usher_worker *w, usher_call *calls, size_t n)
     }
     if (nco == 1) /* (alone, it gains nothing from a fiber) */
         other[nother++] = co[--nco].arg;
-    if (nco > 0 && ((w->fibers == NULL && (w->fibers = usher_fibers_new()) == NULL) ||
-                    usher_fibers_reserve(w->fibers, nco) != 0)) {
+    if (nco > 0 && w->fibers == NULL && (w->fibers = usher_fibers_new()) != NULL)
+        usher_fibers_on_wait(w->fibers, flush_marks, w);
+    if (nco > 0 && (w->fibers == NULL || usher_fibers_reserve(w->fibers, nco) != 0)) {
         if (!w->fibers_warned)
             usher_warn("worker %zu: no memory for fiber stacks; cooperative calls run on "
                        "runner threads", w->id);
@@ -1002,6 +1041,8 @@ static void fan_out(usher_worker *w, usher_call *calls, size_t n)
         while (nco > 0)
             other[nother++] = co[--nco].arg;
     }
+    for (size_t k = 0; k < nco; k++)
+        ((usher_call *)co[k].arg)->ctx.marks = &w->marks;
     mine = nco == 0 && nother > 0 ? 1 : 0; /* (this thread waits anyway) */
     if (nother > mine)
         par = ensure_runners(w, nother - mine);
@@ -1419,6 +1460,8 @@ int usher_workers_start(usher_app *app, size_t n, char *errstr, size_t errstr_si
         w->mconn.app = app;
         w->mconn.metrics_only = true;
         snprintf(w->mconn.name, sizeof(w->mconn.name), "metrics %zu", i);
+        w->marks.app = app;
+        snprintf(w->marks.name, sizeof(w->marks.name), "markers %zu", i);
         pthread_mutex_init(&w->lane.lock, NULL);
         pthread_cond_init(&w->lane.cond, NULL);
         sem_init(&w->fan_done, 0, 0);
@@ -1469,6 +1512,7 @@ void usher_workers_join(usher_app *app)
             conn_free(&w->xconns[k - 1]);
         usher_fibers_free(w->fibers);
         conn_free(&w->conn);
+        conn_free(&w->marks);
         conn_free(&w->mconn);
         free(w->metrics);
         free(w->calls);
