@@ -1,6 +1,8 @@
 /*
  * fiber.c — see fiber.h. Fibers are ucontext(3) contexts on mmap'd stacks with a guard region
- * below; a set belongs to one thread and runs only inside usher_fibers_run.
+ * below; a set belongs to one thread and runs only inside usher_fibers_run. A fiber is made
+ * once and then loops: it runs a job, switches back, and is switched into again with the next
+ * (so a run costs no getcontext, which is a system call).
  */
 #include "fiber.h"
 
@@ -40,9 +42,10 @@ enum { F_RUN, F_WAIT, F_DONE };
 typedef struct usher_fiber {
     ucontext_t uc;
     char *stack;               /* FIBER_STACK_BYTES, above a guard page */
-    void (*fn)(void *);
+    void (*fn)(void *);        /* its job */
     void *arg;
     int state;                 /* F_* */
+    bool made;                 /* its context is made (it waits in fiber_main for a job) */
     struct pollfd *fds;        /* F_WAIT: what usher_io_wait waits for */
     nfds_t nfds;
     int64_t deadline_us;       /* F_WAIT: monotonic; -1: none */
@@ -53,7 +56,7 @@ typedef struct usher_fiber {
 
 struct usher_fibers {
     ucontext_t home;           /* the thread's own context, where the scheduler runs */
-    usher_fiber *f;
+    usher_fiber **f;           /* (each allocated once: a saved ucontext_t must not move) */
     size_t cap;                /* fibers with a stack */
     struct pollfd *all;        /* the scheduler's poll set */
     size_t allcap;
@@ -95,23 +98,26 @@ static void switch_in(usher_fibers *fs, usher_fiber *f)
     cur = NULL;
 }
 
-/* Back to the scheduler; returns when the fiber is resumed (never once it is done). */
+/* Back to the scheduler; returns when the fiber is resumed, to go on waiting or with its next
+ * job. */
 static void switch_out(usher_fibers *fs, usher_fiber *f)
 {
-    asan_start(f->state == F_DONE ? NULL : &f->asan_fake, fs->home_bottom, fs->home_size);
+    asan_start(&f->asan_fake, fs->home_bottom, fs->home_size);
     swapcontext(&f->uc, &fs->home);
     asan_finish(f->asan_fake, &fs->home_bottom, &fs->home_size);
 }
 
-static void fiber_entry(void)
+static void fiber_main(void)
 {
     usher_fibers *fs = cur_set;
     usher_fiber *f = cur;
 
     asan_finish(NULL, &fs->home_bottom, &fs->home_size);
-    f->fn(f->arg);
-    f->state = F_DONE;
-    switch_out(fs, f);
+    for (;;) {
+        f->fn(f->arg);
+        f->state = F_DONE;
+        switch_out(cur_set, f); /* (a later run's set: the same, on the same thread) */
+    }
 }
 
 usher_fibers *usher_fibers_new(void)
@@ -123,8 +129,10 @@ void usher_fibers_free(usher_fibers *fs)
 {
     if (fs == NULL)
         return;
-    for (size_t i = 0; i < fs->cap; i++)
-        munmap(fs->f[i].stack - FIBER_GUARD_BYTES, FIBER_GUARD_BYTES + FIBER_STACK_BYTES);
+    for (size_t i = 0; i < fs->cap; i++) { /* (a made fiber waits for a job: nothing to end) */
+        munmap(fs->f[i]->stack - FIBER_GUARD_BYTES, FIBER_GUARD_BYTES + FIBER_STACK_BYTES);
+        free(fs->f[i]);
+    }
     free(fs->f);
     free(fs->all);
     free(fs);
@@ -140,34 +148,38 @@ int usher_fibers_reserve(usher_fibers *fs, size_t n)
 {
     if (n <= fs->cap)
         return 0;
-    usher_fiber *nf = realloc(fs->f, n * sizeof(*nf));
+    usher_fiber **nf = realloc(fs->f, n * sizeof(*nf));
     if (nf == NULL)
         return -1;
     fs->f = nf;
     while (fs->cap < n) {
+        usher_fiber *f = calloc(1, sizeof(*f));
         char *m = mmap(NULL, FIBER_GUARD_BYTES + FIBER_STACK_BYTES, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
-        if (m == MAP_FAILED)
-            return -1;
-        if (mprotect(m, FIBER_GUARD_BYTES, PROT_NONE) != 0) {
-            munmap(m, FIBER_GUARD_BYTES + FIBER_STACK_BYTES);
+        if (f == NULL || m == MAP_FAILED || mprotect(m, FIBER_GUARD_BYTES, PROT_NONE) != 0) {
+            free(f);
+            if (m != MAP_FAILED)
+                munmap(m, FIBER_GUARD_BYTES + FIBER_STACK_BYTES);
             return -1;
         }
-        memset(&fs->f[fs->cap], 0, sizeof(fs->f[0]));
-        fs->f[fs->cap++].stack = m + FIBER_GUARD_BYTES;
+        f->stack = m + FIBER_GUARD_BYTES;
+        fs->f[fs->cap++] = f;
     }
     return 0;
 }
 
-/* Sets f up to start fn(arg) on its stack. (getcontext returns twice: kept apart from the
- * scheduler's loop, whose variables it could clobber.) */
+/* Gives f the job fn(arg), making its context first if it has none yet. (getcontext returns
+ * twice: kept apart from the scheduler's loop, whose variables it could clobber.) */
 static void prepare(usher_fiber *f, void (*fn)(void *), void *arg)
 {
-    getcontext(&f->uc);
-    f->uc.uc_stack.ss_sp = f->stack;
-    f->uc.uc_stack.ss_size = FIBER_STACK_BYTES;
-    f->uc.uc_link = NULL;
-    makecontext(&f->uc, fiber_entry, 0);
+    if (!f->made) {
+        getcontext(&f->uc);
+        f->uc.uc_stack.ss_sp = f->stack;
+        f->uc.uc_stack.ss_size = FIBER_STACK_BYTES;
+        f->uc.uc_link = NULL;
+        makecontext(&f->uc, fiber_main, 0);
+        f->made = true;
+    }
     f->fn = fn;
     f->arg = arg;
     f->state = F_RUN;
@@ -190,17 +202,17 @@ int usher_fibers_run(usher_fibers *fs, const usher_fiber_job *jobs, size_t n)
         return -1;
     cur_set = fs;
     for (size_t i = 0; i < n; i++)
-        prepare(&fs->f[i], jobs[i].fn, jobs[i].arg);
+        prepare(fs->f[i], jobs[i].fn, jobs[i].arg);
     for (;;) {
         size_t nfds = 0, waiting = 0;
         int64_t first = -1;
         for (size_t i = 0; i < n; i++)
-            if (fs->f[i].state == F_RUN)
-                switch_in(fs, &fs->f[i]);
+            if (fs->f[i]->state == F_RUN)
+                switch_in(fs, fs->f[i]);
         if (fs->on_wait != NULL)
             fs->on_wait(fs->on_wait_arg);
         for (size_t i = 0; i < n; i++) {
-            usher_fiber *f = &fs->f[i];
+            usher_fiber *f = fs->f[i];
             if (f->state != F_WAIT)
                 continue;
             waiting++;
@@ -221,9 +233,9 @@ int usher_fibers_run(usher_fibers *fs, const usher_fiber_job *jobs, size_t n)
         if (nfds <= fs->allcap) {
             size_t k = 0;
             for (size_t i = 0; i < n; i++)
-                if (fs->f[i].state == F_WAIT)
-                    for (nfds_t j = 0; j < fs->f[i].nfds; j++)
-                        fs->all[k++] = fs->f[i].fds[j];
+                if (fs->f[i]->state == F_WAIT)
+                    for (nfds_t j = 0; j < fs->f[i]->nfds; j++)
+                        fs->all[k++] = fs->f[i]->fds[j];
             r = poll(fs->all, (nfds_t)nfds, timeout_until(first, usher_now_us()));
             err = errno;
             if (r < 0 && err == EINTR)
@@ -232,7 +244,7 @@ int usher_fibers_run(usher_fibers *fs, const usher_fiber_job *jobs, size_t n)
         int64_t now = usher_now_us();
         size_t k = 0;
         for (size_t i = 0; i < n; i++) {
-            usher_fiber *f = &fs->f[i];
+            usher_fiber *f = fs->f[i];
             int ready = 0;
             if (f->state != F_WAIT)
                 continue;
