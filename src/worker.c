@@ -267,6 +267,7 @@ static void conn_drop_redis(usher_conn *c)
         redisFree(c->redis);
     c->redis = NULL;
     c->unread = 0;
+    c->unsent = false;
 }
 
 /* Reads the replies to c's earlier writes sent without waiting (if connected), so that the
@@ -336,8 +337,11 @@ static redisContext *conn_redis(usher_conn *c)
     char err[256];
     int64_t now;
 
-    while (c->connecting) /* (another fiber's connect: wait for it) */
-        usher_io_wait(NULL, 0, 1);
+    if (c->connecting) { /* (another fiber's connect: its outcome is this one's) */
+        while (c->connecting)
+            usher_io_wait(NULL, 0, 1);
+        return c->redis;
+    }
     if (c->redis != NULL)
         return c->redis;
     now = usher_now_ms();
@@ -349,6 +353,7 @@ static redisContext *conn_redis(usher_conn *c)
     c->connecting = false;
     c->redis = open.c;
     if (c->redis == NULL) {
+        now = usher_now_ms(); /* (the connect may have taken its whole timeout) */
         c->redis_retry_at = now + 250;
         if (now - c->redis_warned_at >= 5000) {
             usher_warn("%s: %s", c->name, err);
@@ -475,13 +480,12 @@ int usher_once_mark(usher_ctx *ctx, const usher_event *ev, long ttl_seconds)
 
     if (c != NULL) {
         once_key(ctx, ev, key, sizeof(key));
+        /* (a failed append leaves the connection as it was: no memory for the command) */
         sent = redisAppendCommand(c, "SET %s 1 EX %ld", key,
                                   ttl_seconds > 0 ? ttl_seconds : ctx->b->marker_ttl_s) == REDIS_OK;
-        if (!sent)
-            conn_drop_redis(mc);
-        else if (ctx->marks != NULL)
+        if (sent && ctx->marks != NULL)
             mc->unsent = true; /* (written out by flush_marks before the fibers wait again) */
-        else
+        else if (sent)
             sent = send_appended(mc);
         if (sent)
             mc->unread++; /* read before the connection's next command */
@@ -1022,6 +1026,9 @@ static void fan_out(usher_worker *w, usher_call *calls, size_t n)
     usher_call **other = w->fan;
     size_t nco = 0, nother = 0, mine, par = 0;
 
+    /* Markers the fibers of an earlier event wrote are in Redis before any of these calls
+     * asks for one on its own connection (normally read already, by settle). */
+    conn_read_owed(&w->marks);
     for (size_t k = 0; k < n; k++) {
         calls[k].ctx.conn = call_conn(w, k);
         if (n >= 2 && calls[k].ctx.b->cooperative)
@@ -1051,9 +1058,11 @@ static void fan_out(usher_worker *w, usher_call *calls, size_t n)
         w->runners[k].job = other[mine + k];
         sem_post(&w->runners[k].go);
     }
-    if (nco > 0 && usher_fibers_run(w->fibers, co, nco) != 0) /* (reserved: cannot fail) */
+    if (nco > 0 && usher_fibers_run(w->fibers, co, nco) != 0) { /* (reserved: cannot fail) */
         for (size_t k = 0; k < nco; k++)
             run_call(co[k].arg);
+        flush_marks(w);
+    }
     for (size_t k = 0; k < nother; k++)
         if (k < mine || k >= mine + par)
             run_call(other[k]);

@@ -220,9 +220,11 @@ usher_result usher_smtp_send(usher_ctx *ctx, const usher_mail *m);
  * answers from that, so a second call within the same handle() answers as the first did. */
 int usher_once_done_before(usher_ctx *ctx, const usher_event *ev);
 /* After the side effect succeeded: records it for ttl_seconds (0 = the section's marker_ttl_s,
- * 30 days unless configured). The write is sent at once but its reply is read with the
- * connection's next command (an error then is logged), so the call costs no round trip.
- * Returns 0, or -1 (and logs a warning) if Redis is unreachable. Either way return USHER_OK
+ * 30 days unless configured). The write is sent at once (from a cooperative handler's call,
+ * together with those of the event's other calls that finish at the same time) and its reply
+ * is read before the record is released (an error then is logged), so the call costs no
+ * round trip. Returns 0, or -1 (and logs a warning) if Redis is unreachable; a write that
+ * fails later is logged as such. Either way return USHER_OK
  * then: the side effect did happen, and returning USHER_RETRY would repeat it at once; a lost
  * marker only risks one repeat if the record is later redelivered. */
 int usher_once_mark(usher_ctx *ctx, const usher_event *ev, long ttl_seconds);
