@@ -190,6 +190,33 @@ static void test_no_fibers_inside_a_fiber(void **state)
     usher_fibers_free(fs);
 }
 
+static void mark_round(void *arg)
+{
+    note(arg, '|');
+}
+
+/* The on-wait hook runs on the thread's own stack after every round, once all fibers wait or
+ * are done: before each sleep in poll, and before the run returns. */
+static void test_on_wait_runs_between_rounds(void **state)
+{
+    (void)state;
+    usher_fibers *fs = usher_fibers_new();
+    struct shared sh = { .n = 0 };
+    struct job r = { .sh = &sh, .name = 'r', .wait_ms = 5000 };
+    struct job w = { .sh = &sh, .name = 'w', .wait_ms = 20 };
+    usher_fiber_job jobs[] = { { reader, &r }, { writer, &w } };
+
+    assert_non_null(fs);
+    assert_int_equal(pipe(sh.fds), 0);
+    usher_fibers_on_wait(fs, mark_round, &sh);
+    assert_int_equal(usher_fibers_run(fs, jobs, 2), 0);
+    /* both start and wait; the writer wakes, writes and ends; then the reader reads and ends */
+    assert_string_equal(sh.log, "rw|W|!R|");
+    usher_fibers_free(fs);
+    close(sh.fds[0]);
+    close(sh.fds[1]);
+}
+
 /* 150 ms of blocking work (a sleep, as a library's connect would block). */
 static void block_150ms(void *arg)
 {
@@ -245,6 +272,7 @@ int main(void)
         cmocka_unit_test(test_outside_a_fiber_it_is_poll),
         cmocka_unit_test(test_no_fibers_inside_a_fiber),
         cmocka_unit_test(test_offload_lets_the_others_run),
+        cmocka_unit_test(test_on_wait_runs_between_rounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
