@@ -41,7 +41,7 @@ enum { F_RUN, F_WAIT, F_DONE };
 
 typedef struct usher_fiber {
     ucontext_t uc;
-    char *stack;               /* FIBER_STACK_BYTES, above a guard page */
+    char *stack;               /* FIBER_STACK_BYTES, above the guard */
     void (*fn)(void *);        /* its job */
     void *arg;
     int state;                 /* F_* */
@@ -116,7 +116,7 @@ static void fiber_main(void)
     for (;;) {
         f->fn(f->arg);
         f->state = F_DONE;
-        switch_out(cur_set, f); /* (a later run's set: the same, on the same thread) */
+        switch_out(fs, f); /* (a fiber belongs to one set, run on one thread) */
     }
 }
 

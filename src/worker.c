@@ -51,7 +51,6 @@ typedef struct usher_conn {
     int64_t redis_warned_at;
     int unread;               /* replies to writes sent without waiting (markers, see
                                  usher_once_mark; metrics, see flush_metrics) not read yet */
-    bool unsent;              /* markers appended by fibers, not written out yet (flush_marks) */
     bool connecting;          /* a fiber is connecting it (conn_redis) */
     bool metrics_only;        /* the worker's metrics connection: its writes are metrics */
 } usher_conn;
@@ -104,8 +103,8 @@ struct usher_worker {
     usher_conn marks;
     /* The connections of an event's second, third, ... call (call_conn). */
     usher_conn *xconns;
-    /* Fibers for the calls of cooperative handlers, made on first need (without memory for
-     * them, those calls go to runners). */
+    /* Fibers for the calls of cooperative handlers; their stacks are made on first need
+     * (without memory for them, those calls go to runners). */
     usher_fibers *fibers;
     bool fibers_warned;
     /* Runners, started on first need (an event with a call to make beside another that is
@@ -267,7 +266,6 @@ static void conn_drop_redis(usher_conn *c)
         redisFree(c->redis);
     c->redis = NULL;
     c->unread = 0;
-    c->unsent = false;
 }
 
 /* Reads the replies to c's earlier writes sent without waiting (if connected), so that the
@@ -450,7 +448,6 @@ int usher_once_done_before(usher_ctx *ctx, const usher_event *ev)
  * Returns false, with the connection dropped, on an I/O error. */
 static bool send_appended(usher_conn *conn)
 {
-    conn->unsent = false;
     for (int done = 0; conn->redis != NULL && !done;) {
         if (redisBufferWrite(conn->redis, &done) != REDIS_OK) {
             conn_drop_redis(conn); /* (warns about the unconfirmed writes) */
@@ -461,13 +458,11 @@ static bool send_appended(usher_conn *conn)
 }
 
 /* Writes out the markers w's fibers appended (usher_fibers_on_wait: whenever all of them
- * wait or are done), so that markers set in the same round go out in one write. */
+ * wait or are done), so that markers set in the same round go out in one write. (With none
+ * appended, hiredis writes nothing.) */
 static void flush_marks(void *arg)
 {
-    usher_worker *w = arg;
-
-    if (w->marks.unsent)
-        send_appended(&w->marks);
+    send_appended(&((usher_worker *)arg)->marks);
 }
 
 int usher_once_mark(usher_ctx *ctx, const usher_event *ev, long ttl_seconds)
@@ -483,9 +478,7 @@ int usher_once_mark(usher_ctx *ctx, const usher_event *ev, long ttl_seconds)
         /* (a failed append leaves the connection as it was: no memory for the command) */
         sent = redisAppendCommand(c, "SET %s 1 EX %ld", key,
                                   ttl_seconds > 0 ? ttl_seconds : ctx->b->marker_ttl_s) == REDIS_OK;
-        if (sent && ctx->marks != NULL)
-            mc->unsent = true; /* (written out by flush_marks before the fibers wait again) */
-        else if (sent)
+        if (sent && ctx->marks == NULL) /* (else flush_marks writes it before fibers wait) */
             sent = send_appended(mc);
         if (sent)
             mc->unread++; /* read before the connection's next command */
@@ -946,15 +939,16 @@ static void apply(usher_worker *w, record *r, size_t e, size_t h, usher_result r
 
 /* --- runners: the handlers of one event run concurrently ------------------------------- */
 
-/* Makes one call of a per-event handler. */
-static usher_result call_handler(usher_call *c)
+/* Makes call arg, one call of a per-event handler, keeping its result and duration (a
+ * runner's, a fiber's or the worker's own). */
+static void run_call(void *arg)
 {
+    usher_call *c = arg;
     const usher_bound_handler *b = c->ctx.b;
     int64_t t0 = usher_now_us();
-    usher_result res = b->h->handle(&c->ctx, c->ev, b->state);
 
+    c->res = b->h->handle(&c->ctx, c->ev, b->state);
     c->us = usher_now_us() - t0;
-    return res;
 }
 
 /* Counts one call of handler h that took us microseconds. */
@@ -962,14 +956,6 @@ static void count_call(usher_worker *w, size_t h, int64_t us)
 {
     w->metrics[h][M_CALLS]++;
     w->metrics[h][M_BUSY_US] += us;
-}
-
-/* Makes call arg (a fiber's function). */
-static void run_call(void *arg)
-{
-    usher_call *c = arg;
-
-    c->res = call_handler(c);
 }
 
 static void *runner_main(void *arg)
@@ -1031,16 +1017,14 @@ static void fan_out(usher_worker *w, usher_call *calls, size_t n)
     conn_read_owed(&w->marks);
     for (size_t k = 0; k < n; k++) {
         calls[k].ctx.conn = call_conn(w, k);
-        if (n >= 2 && calls[k].ctx.b->cooperative)
+        if (calls[k].ctx.b->cooperative)
             co[nco++] = (usher_fiber_job){ run_call, &calls[k] };
         else
             other[nother++] = &calls[k];
     }
     if (nco == 1) /* (alone, it gains nothing from a fiber) */
         other[nother++] = co[--nco].arg;
-    if (nco > 0 && w->fibers == NULL && (w->fibers = usher_fibers_new()) != NULL)
-        usher_fibers_on_wait(w->fibers, flush_marks, w);
-    if (nco > 0 && (w->fibers == NULL || usher_fibers_reserve(w->fibers, nco) != 0)) {
+    if (nco > 0 && usher_fibers_reserve(w->fibers, nco) != 0) {
         if (!w->fibers_warned)
             usher_warn("worker %zu: no memory for fiber stacks; cooperative calls run on "
                        "runner threads", w->id);
@@ -1480,9 +1464,11 @@ int usher_workers_start(usher_app *app, size_t n, char *errstr, size_t errstr_si
         w->jobs = calloc(app->reg->count ? app->reg->count : 1, sizeof(*w->jobs));
         w->runners = calloc(app->reg->count ? app->reg->count : 1, sizeof(*w->runners));
         w->xconns = calloc(app->reg->count ? app->reg->count : 1, sizeof(*w->xconns));
+        w->fibers = usher_fibers_new();
         if (w->metrics == NULL || w->calls == NULL || w->fan == NULL || w->jobs == NULL ||
-            w->runners == NULL || w->xconns == NULL)
+            w->runners == NULL || w->xconns == NULL || w->fibers == NULL)
             goto oom;
+        usher_fibers_on_wait(w->fibers, flush_marks, w);
         for (size_t k = 1; k < app->reg->count; k++) {
             w->xconns[k - 1].app = app;
             snprintf(w->xconns[k - 1].name, sizeof(w->xconns[k - 1].name), "worker %u.%u",
