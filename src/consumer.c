@@ -474,18 +474,19 @@ static rd_kafka_conf_t *consumer_conf(usher_consumer *c, char *errstr, size_t er
      * memory while workers are behind. The thresholds apply to msgq as a whole (partition
      * queues are forwarded to it). It must hold what the workers process between two nudges
      * plus a fetch round trip, about 30 ms: 8 MiB is that at over 250 MB/s. A record in flight
-     * keeps its whole fetch response in memory, so responses are kept small: 256 KiB per
-     * partition instead of 1 MiB (a larger record is still fetched: librdkafka then asks for
-     * more). Each request costs the broker CPU: in a million-record counters run librdkafka
-     * sent about 940 requests at 256 KiB and 260 at 1 MiB, and the broker used 0.54-0.69 s
-     * of CPU at 256 KiB, 0.45-0.47 s at 512 KiB and 0.37-0.41 s at 1 MiB. But at 64 records
-     * in flight with slow handlers, usher peaked at 63.0-63.2 MiB with 512 KiB responses
-     * against 56.8-57.2 MiB with 256 KiB (45 s on the benchmark's 160,000-record topic). */
+     * keeps its whole fetch response in memory, so responses are 512 KiB per partition instead
+     * of 1 MiB (a larger record is still fetched: librdkafka then asks for more). Each request
+     * costs the broker CPU, which a fast consumer shares its CPUs with. Million-record counters
+     * runs on the benchmark's kept topic, alternating (broker CPU; usher's rate; usher's peak):
+     * 256 KiB 0.43-0.85 s, 362-486k/s, 43-53 MiB; 512 KiB 0.34-0.37 s, 484-487k/s, 47-53 MiB;
+     * 1 MiB 0.27-0.31 s, 485-511k/s, 51-56 MiB. At 64 records in flight with slow handlers
+     * (25 s on the benchmark's 160,000-record topic) usher peaked at 52.8 MiB with 256 KiB,
+     * 56.4 MiB with 512 KiB and 60.0 MiB with 1 MiB. */
     if (rd_kafka_conf_set(conf, "queued.max.messages.kbytes", "8192", errstr, errstr_size) !=
             RD_KAFKA_CONF_OK ||
         rd_kafka_conf_set(conf, "queued.min.messages", "100000", errstr, errstr_size) !=
             RD_KAFKA_CONF_OK ||
-        rd_kafka_conf_set(conf, "max.partition.fetch.bytes", "262144", errstr, errstr_size) !=
+        rd_kafka_conf_set(conf, "max.partition.fetch.bytes", "524288", errstr, errstr_size) !=
             RD_KAFKA_CONF_OK)
         goto fail;
     snprintf(interval, sizeof(interval), "%" PRId64, cfg->report_interval_ms);
