@@ -22,7 +22,7 @@
 
 #define HIDDEN_TYPE 0xFFu
 /* Objects with more members than this also get a hash table for the duplicate check (below
- * it, a scan of the key tags is quicker). */
+ * it, scanning its keys when its Bloom filter may hold the new one is quicker). */
 #define DUP_LINEAR_MAX 64u
 /* Bytes after the input's copy (and its NUL) that lex_string may read a word at a time. */
 #define BUF_PAD 8u
@@ -38,9 +38,8 @@ enum {
     TOK_NULL
 };
 
-/* A key of an open object: its tag (key_tag, for the duplicate check) and its key node. */
+/* A key of an open object, for the duplicate check: its key node. */
 struct usher_jkey {
-    uint64_t tag;
     uint32_t node;
 };
 
@@ -49,8 +48,8 @@ struct usher_jframe {
     uint32_t keybase; /* its keys start here in the document's key stack */
     uint32_t *table; /* large objects: hash set of key node indices (0 = empty slot) */
     uint32_t tcap;   /* slots in table (a power of two) */
-    uint64_t seen[2]; /* small objects: bit (tag >> 57) set for each key's tag, so that most
-                         new keys need no scan of the tags */
+    uint64_t keys;   /* bit key_bit() set for each of its keys so far: most new keys of a
+                        small object need no scan; pop() leaves it in the object's node */
 };
 
 typedef struct parser {
@@ -60,7 +59,7 @@ typedef struct parser {
     size_t len, pos;         /* pos: bytes consumed (jansson's stream position) */
     size_t nframes;
     size_t keytop;           /* keys on the document's key stack (d->keys) */
-    uint64_t ktag;           /* has_key: the tag of the key it checked */
+    unsigned kbit;           /* has_key: key_bit() of the key it checked */
     int tok;
     size_t tok_start, tok_end; /* the current token's bytes */
     char *str;               /* TOK_STRING: unescaped, NUL-terminated, in b */
@@ -593,48 +592,29 @@ static int table_grow(usher_jframe *f, const usher_jnode *nodes)
     return 0;
 }
 
-/* A 64-bit digest of a key in the input's copy: its length and up to its first and last
- * eight bytes. Keys that differ only in their middle bytes share a tag; the duplicate check
- * compares the bytes on a match. It reads only the key's own bytes: the NUL lex_string has
- * just stored after them would stall a wider load until that store is done. */
-static uint64_t key_tag(const char *s, size_t n)
+/* The bit of a key in its object's Bloom filter (usher_jnode.v.keys): a hash of its length
+ * and its first and last bytes, cheap enough for every lookup to compute. */
+static inline unsigned key_bit(const char *s, size_t n)
 {
-    uint64_t head = 0, tail = 0;
-
-    if (n >= 8) {
-        memcpy(&head, s, 8);
-        memcpy(&tail, s + n - 8, 8);
-    } else if (n >= 4) {
-        uint32_t a, z;
-        memcpy(&a, s, 4);
-        memcpy(&z, s + n - 4, 4);
-        head = (uint64_t)a | (uint64_t)z << 32;
-    } else if (n > 0) {
-        head = (uint64_t)(unsigned char)s[0] | (uint64_t)(unsigned char)s[n / 2] << 8 |
-               (uint64_t)(unsigned char)s[n - 1] << 16;
-    }
-    head = (head ^ (uint64_t)n) * 0x9E3779B97F4A7C15ull;
-    tail = (tail ^ (head >> 29)) * 0xC2B2AE3D27D4EB4Full;
-    return head ^ tail ^ (tail >> 32);
+    return n == 0 ? 0u
+                  : ((unsigned char)s[0] + (unsigned char)s[n - 1] * 3u + (unsigned)n * 5u) & 63u;
 }
 
 /* True when the object of frame f already has the key p->str; false otherwise. Leaves the
- * key's tag in p->ktag for add_key. */
+ * key's bit in p->kbit for add_key. */
 static bool has_key(parser *p, usher_jframe *f)
 {
     const usher_jdoc *d = p->d;
     const usher_jnode *nodes = d->nodes, *obj = &nodes[f->node];
     uint32_t mask, i;
 
-    p->ktag = key_tag(p->str, p->slen);
+    p->kbit = key_bit(p->str, p->slen);
     if (obj->n <= DUP_LINEAR_MAX) {
-        unsigned bit = (unsigned)(p->ktag >> 57);
-        if (!((f->seen[bit >> 6] >> (bit & 63)) & 1u))
+        if (!((f->keys >> p->kbit) & 1u))
             return false;
         for (size_t k = f->keybase; k < p->keytop; k++) {
             const usher_jnode *o = &nodes[d->keys[k].node];
-            if (d->keys[k].tag == p->ktag && o->n == p->slen &&
-                memcmp(o->v.s, p->str, p->slen) == 0)
+            if (o->n == p->slen && memcmp(o->v.s, p->str, p->slen) == 0)
                 return true;
         }
         return false;
@@ -648,7 +628,7 @@ static bool has_key(parser *p, usher_jframe *f)
     return false;
 }
 
-/* Records the key node k just emitted (tag p->ktag) for the duplicate checks of its object.
+/* Records the key node k just emitted (bit p->kbit) for the duplicate checks of its object.
  * 0, or -1 on OOM. */
 static int add_key(parser *p, usher_jframe *f, uint32_t k)
 {
@@ -663,8 +643,8 @@ static int add_key(parser *p, usher_jframe *f, uint32_t k)
         d->keys = nk;
         d->keycap = cap;
     }
-    d->keys[p->keytop++] = (usher_jkey){ .tag = p->ktag, .node = k };
-    f->seen[(p->ktag >> 57) >> 6] |= 1ull << ((p->ktag >> 57) & 63);
+    d->keys[p->keytop++] = (usher_jkey){ .node = k };
+    f->keys |= 1ull << p->kbit;
     if (obj->n < DUP_LINEAR_MAX)
         return 0;
     if (f->table == NULL || (obj->n + 1u) * 2u > f->tcap) {
@@ -694,7 +674,7 @@ static int push(parser *p)
     d->frames[p->nframes].keybase = (uint32_t)p->keytop;
     d->frames[p->nframes].table = NULL;
     d->frames[p->nframes].tcap = 0;
-    d->frames[p->nframes].seen[0] = d->frames[p->nframes].seen[1] = 0;
+    d->frames[p->nframes].keys = 0;
     p->nframes++;
     if (p->nframes > d->depth)
         d->depth = p->nframes;
@@ -710,6 +690,8 @@ static void pop(parser *p)
 
     n->next = (uint32_t)d->count;
     n->end = (uint32_t)p->pos;
+    if (n->type == USHER_JOBJECT)
+        n->v.keys = f->keys;
     if (n->n > d->widest)
         d->widest = n->n;
     p->keytop = f->keybase;
@@ -973,6 +955,8 @@ const usher_jnode *usher_jv_getn(const usher_jnode *obj, const char *key, size_t
     const usher_jnode *k = NULL;
 
     if (!usher_jv_is_object(obj) || key == NULL)
+        return NULL;
+    if (!((obj->v.keys >> key_bit(key, klen)) & 1u)) /* (no key of obj has this bit) */
         return NULL;
     k = obj + 1;
     for (uint32_t m = 0; m < obj->n; m++) {

@@ -40,9 +40,10 @@ typedef struct usher_jnode {
     uint32_t start;  /* byte span [start, end) of the value's text in the input */
     uint32_t end;
     union {
-        const char *s; /* string: unescaped, NUL-terminated */
-        long long i;   /* integer */
-        double d;      /* real */
+        const char *s;  /* string: unescaped, NUL-terminated */
+        long long i;    /* integer */
+        double d;       /* real */
+        uint64_t keys;  /* object: a one-hash Bloom filter of its keys (usher_jv_getn) */
     } v;
 } usher_jnode;
 
@@ -185,7 +186,7 @@ static inline const usher_jnode *usher_jv_first(const usher_jnode *c)
 }
 
 /* obj[key] for a key of klen bytes (compared with its unescaped bytes), or NULL. Linear in
- * obj's members. */
+ * obj's members when they may hold the key; most absent keys are answered without a scan. */
 const usher_jnode *usher_jv_getn(const usher_jnode *obj, const char *key, size_t klen);
 /* obj[key] for a NUL-terminated key, or NULL (also for a NULL key). */
 static inline const usher_jnode *usher_jv_get(const usher_jnode *obj, const char *key)
