@@ -56,6 +56,7 @@ typedef struct norm_priv {
     arena_blk *arena;       /* computed strings, decoded nested texts */
     usher_event *events;    /* the batch's events */
     size_t cap_events;
+    EVP_MD_CTX *md;         /* digest_id's, made on first use and kept with the storage */
 } norm_priv;
 
 /* The first arena block of a record; later ones are ARENA_BLOCK or the size asked for. */
@@ -85,6 +86,7 @@ static void priv_free(norm_priv *p)
         p->arena = n;
     }
     free(p->events);
+    EVP_MD_CTX_free(p->md);
     free(p);
 }
 
@@ -632,15 +634,25 @@ static const EVP_MD *sha256(void)
     return sha256_md != NULL ? sha256_md : EVP_sha256();
 }
 
+/* Writes the decimal digits of u ending just before end; returns where they start. */
+static char *put_decimal(char *end, uint64_t u)
+{
+    do {
+        *--end = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    return end;
+}
+
 /* Sets ev->id to 32 hex chars of SHA-256(source|source_type|type|user id|time|index): stable
  * for the same bytes, distinct for the events of one record. */
 static int digest_id(norm_ctx *c, usher_event *ev)
 {
     unsigned char h[EVP_MAX_MD_SIZE];
     unsigned int hlen = 0;
-    char num[48];
+    char num[48], *end = num + sizeof(num) - 1, *t = NULL; /* "<time>|<index>", backwards */
     char *hex = NULL;
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    EVP_MD_CTX *md = c->p->md != NULL ? c->p->md : (c->p->md = EVP_MD_CTX_new());
     int ok = md != NULL && EVP_DigestInit_ex(md, sha256(), NULL) == 1;
 
     if (ok) {
@@ -648,11 +660,16 @@ static int digest_id(norm_ctx *c, usher_event *ev)
         md_field(md, ev->source_type);
         md_field(md, usher_event_type_name(ev->type));
         md_field(md, ev->user.id);
-        snprintf(num, sizeof(num), "%" PRId64 "|%u", ev->occurred_at_ms, ev->index);
-        md_field(md, num);
+        t = put_decimal(end, ev->index);
+        *--t = '|';
+        t = put_decimal(t, ev->occurred_at_ms < 0 ? 0 - (uint64_t)ev->occurred_at_ms
+                                                  : (uint64_t)ev->occurred_at_ms);
+        if (ev->occurred_at_ms < 0)
+            *--t = '-';
+        *end = '\0';
+        md_field(md, t);
         ok = EVP_DigestFinal_ex(md, h, &hlen) == 1 && hlen >= 16;
     }
-    EVP_MD_CTX_free(md);
     if (!ok)
         return reject(c, "parse_error", "digest failed");
     hex = arena_alloc(c->p, 33);

@@ -468,6 +468,29 @@ static int run_inline(fx *f, const char *json, const usher_norm_options *opt)
     return fx_run(f, opt);
 }
 
+/* A digest id is a stable function of the event (the same bytes give the same id in every
+ * version), also for a time before 1970. */
+static void test_digest_id_is_stable(void **state)
+{
+    fx f;
+    (void)state;
+    assert_int_equal(run_inline(&f,
+                                "{\"user_id\":\"auth0|pin\",\"created_at\":"
+                                "\"2024-03-13T09:21:45.118Z\",\"email\":\"pin@example.com\"}",
+                                NULL),
+                     0);
+    assert_str(f.b.events[0].id, "996e4bfebbb44a3341b9156123407eb1");
+    fx_free(&f);
+    assert_int_equal(run_inline(&f,
+                                "{\"user_id\":\"auth0|pin\",\"created_at\":"
+                                "\"1969-12-31T23:59:58.500Z\",\"email\":\"pin@example.com\"}",
+                                NULL),
+                     0);
+    assert_int_equal(f.b.events[0].occurred_at_ms, -1500);
+    assert_str(f.b.events[0].id, "34da161e03e202e17a97b3f46723f069");
+    fx_free(&f);
+}
+
 static void test_auth0_log_ignored_and_unknown_codes(void **state)
 {
     fx f;
@@ -1279,6 +1302,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_auth0_action_user),
+        cmocka_unit_test(test_digest_id_is_stable),
         cmocka_unit_test(test_auth0_action_user_no_hint_is_unsupported),
         cmocka_unit_test(test_auth0_action_user_double_encoded),
         cmocka_unit_test(test_double_encoded_twice_rejected),
