@@ -209,8 +209,6 @@ int usher_fibers_run(usher_fibers *fs, const usher_fiber_job *jobs, size_t n)
         for (size_t i = 0; i < n; i++)
             if (fs->f[i]->state == F_RUN)
                 switch_in(fs, fs->f[i]);
-        if (fs->on_wait != NULL)
-            fs->on_wait(fs->on_wait_arg);
         for (size_t i = 0; i < n; i++) {
             usher_fiber *f = fs->f[i];
             if (f->state != F_WAIT)
@@ -222,6 +220,8 @@ int usher_fibers_run(usher_fibers *fs, const usher_fiber_job *jobs, size_t n)
         }
         if (waiting == 0)
             break;
+        if (fs->on_wait != NULL)
+            fs->on_wait(fs->on_wait_arg);
         int r = -1, err = ENOMEM;
         if (nfds > fs->allcap) {
             struct pollfd *na = realloc(fs->all, nfds * sizeof(*na));

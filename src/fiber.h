@@ -32,9 +32,9 @@ typedef struct usher_fiber_job {
  * their stacks cannot be made or when called from a fiber. */
 int usher_fibers_run(usher_fibers *fs, const usher_fiber_job *jobs, size_t n);
 
-/* Has fn(arg) called on the thread's own stack whenever all fibers of a run wait or are done:
- * before the thread sleeps in poll, and before usher_fibers_run returns. (For work the
- * fibers leave to be done together, such as writes they buffered.) */
+/* Has fn(arg) called on the thread's own stack whenever all fibers of a run that are not done
+ * wait: before the thread sleeps in poll. (For work the fibers leave to be done together, such
+ * as writes they buffered; what the last of them leave is the caller's to do after the run.) */
 void usher_fibers_on_wait(usher_fibers *fs, void (*fn)(void *), void *arg);
 
 /* Gives the set stacks for n fibers ahead of usher_fibers_run; -1 when out of memory. */

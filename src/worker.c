@@ -41,7 +41,7 @@ static const char *const metric_names[M_COUNT] = { "ok", "retried", "failed", "d
 #define MAX_TAKE 128
 
 /* A Redis connection and curl handles, used by one thread at a time: what a call's handler is
- * lent, or the one a worker writes its fibers' markers on, or (metrics_only) its metrics. */
+ * lent, or the one a worker writes its fibers' markers and its metrics on. */
 typedef struct usher_conn {
     usher_app *app;
     char name[32];            /* "worker 3", "worker 3.1": for log lines */
@@ -52,14 +52,13 @@ typedef struct usher_conn {
     int unread;               /* replies to writes sent without waiting (markers, see
                                  usher_once_mark; metrics, see flush_metrics) not read yet */
     bool connecting;          /* a fiber is connecting it (conn_redis) */
-    bool metrics_only;        /* the worker's metrics connection: its writes are metrics */
 } usher_conn;
 
 struct usher_ctx {
     usher_conn *conn;         /* the call's */
     usher_conn *marks;        /* a fiber's call: its worker's marker connection, where its
                                  markers are appended for the fibers' scheduler to write out
-                                 together (flush_marks); NULL: on conn, at once */
+                                 together (see usher_worker.marks); NULL: on conn, at once */
     const usher_bound_handler *b;
     char reason[128];
     int64_t retry_after_ms;
@@ -94,12 +93,12 @@ struct usher_worker {
     int started;
     usher_lane lane;
     usher_conn conn;
-    /* Metrics only (flush_metrics): written without waiting, their replies read by the next
-     * flush, so no command of the worker's handlers waits behind them. */
-    usher_conn mconn;
-    /* The markers of calls made as fibers (usher_once_mark), appended by them and written out
-     * together by flush_marks. Never lent to a handler: no call holds its context across a
-     * wait, when a write error may drop it. */
+    /* The markers of calls made as fibers (usher_once_mark), appended by them, and the
+     * worker's metrics (flush_metrics). Markers set in one round of the fibers go out
+     * together before the thread waits for the next (flush_marks); those of the last round
+     * go out with the metrics in settle(), in one write, whose replies settle() reads with
+     * one read. Never lent to a handler: no call holds its context across a wait, when a
+     * write error may drop it. */
     usher_conn marks;
     /* The connections of an event's second, third, ... call (call_conn). */
     usher_conn *xconns;
@@ -255,13 +254,10 @@ void usher_item_finish(usher_app *app, usher_item *it, bool done)
 /* Drops c's Redis connection (it is reconnected on next use). */
 static void conn_drop_redis(usher_conn *c)
 {
-    if (c->unread > 0 && c->metrics_only)
-        usher_warn("%s: Redis connection dropped before it confirmed %d metric write(s): "
-                   "metrics may miss them", c->name, c->unread);
-    else if (c->unread > 0)
+    if (c->unread > 0)
         usher_warn("%s: Redis connection dropped before it confirmed %d write(s) sent earlier "
-                   "(idempotency markers): a later redelivery may repeat the side effects of "
-                   "those events", c->name, c->unread);
+                   "(idempotency markers or metrics): a later redelivery may repeat the side "
+                   "effects of those events, and metrics may miss them", c->name, c->unread);
     if (c->redis != NULL)
         redisFree(c->redis);
     c->redis = NULL;
@@ -287,9 +283,9 @@ static void conn_read_owed(usher_conn *c)
     }
 }
 
-/* Reads the replies owed on the connections w's calls use: every marker they wrote without
- * waiting is then in Redis, whichever connection a later reader uses. (Metrics go on w's
- * metrics connection, whose replies its next flush reads.) Only while w's calls are idle. */
+/* Reads the replies owed on the connections w's calls use (writing out first what is still
+ * appended): every marker they wrote without waiting, and every metric sent, is then in
+ * Redis, whichever connection a later reader uses. Only while w's calls are idle. */
 static void worker_read_owed(usher_worker *w)
 {
     conn_read_owed(&w->conn);
@@ -458,8 +454,8 @@ static bool send_appended(usher_conn *conn)
 }
 
 /* Writes out the markers w's fibers appended (usher_fibers_on_wait: whenever all of them
- * wait or are done), so that markers set in the same round go out in one write. (With none
- * appended, hiredis writes nothing.) */
+ * wait), so that markers set in the same round go out in one write. (With none appended,
+ * hiredis writes nothing.) */
 static void flush_marks(void *arg)
 {
     send_appended(&((usher_worker *)arg)->marks);
@@ -478,7 +474,7 @@ int usher_once_mark(usher_ctx *ctx, const usher_event *ev, long ttl_seconds)
         /* (a failed append leaves the connection as it was: no memory for the command) */
         sent = redisAppendCommand(c, "SET %s 1 EX %ld", key,
                                   ttl_seconds > 0 ? ttl_seconds : ctx->b->marker_ttl_s) == REDIS_OK;
-        if (sent && ctx->marks == NULL) /* (else flush_marks writes it before fibers wait) */
+        if (sent && ctx->marks == NULL) /* (else it goes out before the fibers wait or in settle) */
             sent = send_appended(mc);
         if (sent)
             mc->unread++; /* read before the connection's next command */
@@ -568,19 +564,19 @@ static void count_reason(usher_worker *w, const char *reason)
     }
 }
 
-/* Sends the pending metrics in one pipelined write on w's metrics connection, without waiting
- * for the replies (the next flush reads them first; they have normally arrived by then): always
- * the outcome counts (ok, failed, dead letters, ...), which settle() must send before it
- * releases their records; the call timings (calls, busy_us) only with all set or every
- * 250 ms, so that a worker finishing one record at a time does not write three counters per
- * handler for each. Metrics are best effort: when Redis is down (or the write fails) they stay
- * pending and go out with the next flush; once written to the connection they are cleared,
- * and a connection lost before Redis read them loses them (with a warning). */
+/* Sends the pending metrics on w's marker connection, behind the markers still appended there,
+ * in one pipelined write, without waiting for the replies (whoever reads that connection's
+ * owed replies next reads theirs too): always the outcome counts (ok, failed, dead letters,
+ * ...), which settle() must send before it releases their records; the call timings (calls,
+ * busy_us) only with all set or every 250 ms, so that a worker finishing one record at a time
+ * does not write three counters per handler for each. With no metric pending it still writes
+ * out the appended markers. Metrics are best effort: when Redis is down (or the write fails)
+ * they stay pending and go out with the next flush; once written to the connection they are
+ * cleared, and a connection lost before Redis read them loses them (with a warning). */
 static void flush_metrics(usher_worker *w, bool all)
 {
     usher_app *app = w->app;
     const char *prefix = app->cfg->key_prefix;
-    usher_ctx ctx = { .conn = &w->mconn };
     redisContext *c = NULL;
     int64_t now = usher_now_ms();
     int upto = all || now - w->timings_flushed_at >= 250 ? M_COUNT : M_CALLS; /* sent: [0, upto) */
@@ -589,9 +585,12 @@ static void flush_metrics(usher_worker *w, bool all)
     for (size_t h = 0; h < app->reg->count; h++)
         for (int m = 0; m < upto; m++)
             sent += w->metrics[h][m] != 0;
-    if (sent == 0 && w->dead_letters == 0 && w->handlers_announced)
+    if (sent == 0 && w->dead_letters == 0 && w->handlers_announced) {
+        send_appended(&w->marks);
         return;
-    c = usher_redis(&ctx);
+    }
+    /* (replies owed on it stay owed: reading them first would cost a round trip) */
+    c = conn_redis(&w->marks);
     if (c == NULL)
         return;
     sent = 0;
@@ -613,9 +612,9 @@ static void flush_metrics(usher_worker *w, bool all)
     for (size_t i = 0; i < w->reason_count; i++)
         sent += redisAppendCommand(c, "HINCRBY %s:dead_letter_reasons %s %lld", prefix,
                                    w->reasons[i].reason, w->reasons[i].n) == REDIS_OK;
-    if (!send_appended(&w->mconn))
+    if (!send_appended(&w->marks))
         return; /* nothing is cleared: a partial write may be repeated, never lost */
-    w->mconn.unread += sent;
+    w->marks.unread += sent;
     w->handlers_announced = 1;
     for (size_t h = 0; h < app->reg->count; h++)
         memset(w->metrics[h], 0, (size_t)upto * sizeof(w->metrics[h][0]));
@@ -827,19 +826,20 @@ static bool must_abandon(usher_worker *w, usher_item *it)
     return atomic_load(&it->part->revoked) || atomic_load(&w->app->quit);
 }
 
-/* Releases the records that are done (so they can be committed): after Redis confirmed every
- * write owed on the connections of the worker's calls (the markers their handlers set: once a
- * record is released, another worker may take the next record of its key and ask for them over
- * its own connection, which Redis does not order after ours), and after their metrics are
- * sent. Then hands out ready records into the room made, its own lane first when idle. Call
- * it only while w's calls are idle. */
+/* Releases the records that are done (so they can be committed): after their metrics are sent
+ * and Redis confirmed every write owed on the connections of the worker's calls (the markers
+ * their handlers set: once a record is released, another worker may take the next record of
+ * its key and ask for them over its own connection, which Redis does not order after ours).
+ * The metrics go out in one write with the markers of the fibers' last round, and one read
+ * confirms both. Then hands out ready records into the room made, its own lane first when
+ * idle. Call it only while w's calls are idle. */
 static void settle(usher_worker *w)
 {
     usher_app *app = w->app;
 
+    flush_metrics(w, false);
     if (w->ndone > 0)
         worker_read_owed(w);
-    flush_metrics(w, false);
     if (w->ndone == 0)
         return;
     items_release(app, w->done, w->ndone, true);
@@ -1042,11 +1042,9 @@ static void fan_out(usher_worker *w, usher_call *calls, size_t n)
         w->runners[k].job = other[mine + k];
         sem_post(&w->runners[k].go);
     }
-    if (nco > 0 && usher_fibers_run(w->fibers, co, nco) != 0) { /* (reserved: cannot fail) */
+    if (nco > 0 && usher_fibers_run(w->fibers, co, nco) != 0) /* (reserved: cannot fail) */
         for (size_t k = 0; k < nco; k++)
             run_call(co[k].arg);
-        flush_marks(w);
-    }
     for (size_t k = 0; k < nother; k++)
         if (k < mine || k >= mine + par)
             run_call(other[k]);
@@ -1450,9 +1448,6 @@ int usher_workers_start(usher_app *app, size_t n, char *errstr, size_t errstr_si
         w->rng = 0x9E3779B97F4A7C15ull ^ ((uint64_t)usher_wall_ms() << 8) ^ (i + 1);
         w->conn.app = app;
         snprintf(w->conn.name, sizeof(w->conn.name), "worker %zu", i);
-        w->mconn.app = app;
-        w->mconn.metrics_only = true;
-        snprintf(w->mconn.name, sizeof(w->mconn.name), "metrics %zu", i);
         w->marks.app = app;
         snprintf(w->marks.name, sizeof(w->marks.name), "markers %zu", i);
         pthread_mutex_init(&w->lane.lock, NULL);
@@ -1508,7 +1503,6 @@ void usher_workers_join(usher_app *app)
         usher_fibers_free(w->fibers);
         conn_free(&w->conn);
         conn_free(&w->marks);
-        conn_free(&w->mconn);
         free(w->metrics);
         free(w->calls);
         free(w->fan);
