@@ -473,15 +473,17 @@ static rd_kafka_conf_t *consumer_conf(usher_consumer *c, char *errstr, size_t er
     /* Bounded prefetch (the user may override): with msgq back-pressure this is what bounds
      * memory while workers are behind. The thresholds apply to msgq as a whole (partition
      * queues are forwarded to it). It must hold what the workers process between two nudges
-     * plus a fetch round trip, about 30 ms: 8 MiB is that at over 250 MB/s. A record in flight
-     * keeps its whole fetch response in memory, so responses are 512 KiB per partition instead
-     * of 1 MiB (a larger record is still fetched: librdkafka then asks for more). Each request
-     * costs the broker CPU, which a fast consumer shares its CPUs with. Million-record counters
-     * runs on the benchmark's kept topic, alternating (broker CPU; usher's rate; usher's peak):
-     * 256 KiB 0.43-0.85 s, 362-486k/s, 43-53 MiB; 512 KiB 0.34-0.37 s, 484-487k/s, 47-53 MiB;
-     * 1 MiB 0.27-0.31 s, 485-511k/s, 51-56 MiB. At 64 records in flight with slow handlers
-     * (25 s on the benchmark's 160,000-record topic) usher peaked at 52.8 MiB with 256 KiB,
-     * 56.4 MiB with 512 KiB and 60.0 MiB with 1 MiB. */
+     * plus a fetch round trip, about 30 ms: 8 MiB is that at over 250 MB/s (6 MiB made
+     * million-record counters runs slower in 4 of 5 pairs, by about 5%). A record in flight
+     * keeps its whole fetch response in memory, and each fetch request costs the broker CPU,
+     * which a fast consumer shares its CPUs with: responses are 512 KiB per partition
+     * (librdkafka: 1 MiB; a larger record is still fetched, librdkafka then asks for more).
+     * Counters runs on the benchmark's kept topic, alternating (broker CPU; usher's rate):
+     * 256 KiB 0.44-0.78 s, 350-461k/s; 512 KiB 0.36-0.63 s, 378-469k/s, faster in each of 5
+     * pairs; 1 MiB 0.27-0.31 s, 485-511k/s. At 64 records in flight with slow handlers (40 s
+     * on the benchmark's 160,000-record topic) usher peaked at 51.9 MiB with 256 KiB, 59.3 MiB
+     * with 512 KiB (60.9-61.1 MiB over the benchmark's whole row) and 60.0 MiB after 25 s
+     * with 1 MiB. */
     if (rd_kafka_conf_set(conf, "queued.max.messages.kbytes", "8192", errstr, errstr_size) !=
             RD_KAFKA_CONF_OK ||
         rd_kafka_conf_set(conf, "queued.min.messages", "100000", errstr, errstr_size) !=
