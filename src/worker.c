@@ -51,6 +51,7 @@ typedef struct usher_conn {
     int64_t redis_warned_at;
     int unread;               /* replies to writes sent without waiting (markers, see
                                  usher_once_mark; metrics, see flush_metrics) not read yet */
+    bool markers;             /* some of them, or of what is appended, are markers' */
     bool connecting;          /* a fiber is connecting it (conn_redis) */
 } usher_conn;
 
@@ -262,6 +263,7 @@ static void conn_drop_redis(usher_conn *c)
         redisFree(c->redis);
     c->redis = NULL;
     c->unread = 0;
+    c->markers = false;
 }
 
 /* Reads the replies to c's earlier writes sent without waiting (if connected), so that the
@@ -281,15 +283,19 @@ static void conn_read_owed(usher_conn *c)
         freeReplyObject(r);
         c->unread--;
     }
+    if (c->unread == 0)
+        c->markers = false;
 }
 
 /* Reads the replies owed on the connections w's calls use (writing out first what is still
- * appended): every marker they wrote without waiting, and every metric sent, is then in
- * Redis, whichever connection a later reader uses. Only while w's calls are idle. */
+ * appended): every marker they wrote without waiting is then in Redis, whichever connection
+ * a later reader uses. (Replies owed only to metrics are left for flush_metrics to read.)
+ * Only while w's calls are idle. */
 static void worker_read_owed(usher_worker *w)
 {
     conn_read_owed(&w->conn);
-    conn_read_owed(&w->marks);
+    if (w->marks.markers)
+        conn_read_owed(&w->marks);
     for (size_t k = 1; k < w->app->reg->count; k++)
         conn_read_owed(&w->xconns[k - 1]);
 }
@@ -476,8 +482,10 @@ int usher_once_mark(usher_ctx *ctx, const usher_event *ev, long ttl_seconds)
                                   ttl_seconds > 0 ? ttl_seconds : ctx->b->marker_ttl_s) == REDIS_OK;
         if (sent && ctx->marks == NULL) /* (else it goes out before the fibers wait or in settle) */
             sent = send_appended(mc);
-        if (sent)
+        if (sent) {
             mc->unread++; /* read before the connection's next command */
+            mc->markers = true;
+        }
     }
     if (!sent) {
         usher_ctx_log(ctx, USHER_LOG_WARN, "event %s is done but could not be marked in Redis; "
@@ -565,14 +573,14 @@ static void count_reason(usher_worker *w, const char *reason)
 }
 
 /* Sends the pending metrics on w's marker connection, behind the markers still appended there,
- * in one pipelined write, without waiting for the replies (whoever reads that connection's
- * owed replies next reads theirs too): always the outcome counts (ok, failed, dead letters,
- * ...), which settle() must send before it releases their records; the call timings (calls,
- * busy_us) only with all set or every 250 ms, so that a worker finishing one record at a time
- * does not write three counters per handler for each. With no metric pending it still writes
- * out the appended markers. Metrics are best effort: when Redis is down (or the write fails)
- * they stay pending and go out with the next flush; once written to the connection they are
- * cleared, and a connection lost before Redis read them loses them (with a warning). */
+ * in one pipelined write, without waiting for the replies: always the outcome counts (ok,
+ * failed, dead letters, ...), which settle() must send before it releases their records; the
+ * call timings (calls, busy_us) only with all set or every 250 ms, so that a worker finishing
+ * one record at a time does not write three counters per handler for each. With no metric
+ * pending it still writes out the appended markers. Metrics are best effort: when Redis is
+ * down (or the write fails) they stay pending and go out with the next flush; once written to
+ * the connection they are cleared, and a connection lost before Redis read them loses them
+ * (with a warning). */
 static void flush_metrics(usher_worker *w, bool all)
 {
     usher_app *app = w->app;
@@ -589,7 +597,10 @@ static void flush_metrics(usher_worker *w, bool all)
         send_appended(&w->marks);
         return;
     }
-    /* (replies owed on it stay owed: reading them first would cost a round trip) */
+    /* Replies owed to earlier metrics alone are read first (they have normally arrived); with
+     * markers among them or appended, all are read by settle() after this write, together. */
+    if (!w->marks.markers)
+        conn_read_owed(&w->marks);
     c = conn_redis(&w->marks);
     if (c == NULL)
         return;
