@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
-#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +44,6 @@ typedef struct usher_fiber {
     void (*fn)(void *);        /* its job */
     void *arg;
     int state;                 /* F_* */
-    bool made;                 /* its context is made (it waits in fiber_main for a job) */
     struct pollfd *fds;        /* F_WAIT: what usher_io_wait waits for */
     nfds_t nfds;
     int64_t deadline_us;       /* F_WAIT: monotonic; -1: none */
@@ -163,26 +161,14 @@ int usher_fibers_reserve(usher_fibers *fs, size_t n)
             return -1;
         }
         f->stack = m + FIBER_GUARD_BYTES;
-        fs->f[fs->cap++] = f;
-    }
-    return 0;
-}
-
-/* Gives f the job fn(arg), making its context first if it has none yet. (getcontext returns
- * twice: kept apart from the scheduler's loop, whose variables it could clobber.) */
-static void prepare(usher_fiber *f, void (*fn)(void *), void *arg)
-{
-    if (!f->made) {
-        getcontext(&f->uc);
+        getcontext(&f->uc); /* (made once: it then waits in fiber_main for each job) */
         f->uc.uc_stack.ss_sp = f->stack;
         f->uc.uc_stack.ss_size = FIBER_STACK_BYTES;
         f->uc.uc_link = NULL;
         makecontext(&f->uc, fiber_main, 0);
-        f->made = true;
+        fs->f[fs->cap++] = f;
     }
-    f->fn = fn;
-    f->arg = arg;
-    f->state = F_RUN;
+    return 0;
 }
 
 /* The poll timeout until deadline_us (-1: none), rounded up to whole milliseconds. */
@@ -201,8 +187,11 @@ int usher_fibers_run(usher_fibers *fs, const usher_fiber_job *jobs, size_t n)
     if (cur != NULL || usher_fibers_reserve(fs, n) != 0)
         return -1;
     cur_set = fs;
-    for (size_t i = 0; i < n; i++)
-        prepare(fs->f[i], jobs[i].fn, jobs[i].arg);
+    for (size_t i = 0; i < n; i++) {
+        fs->f[i]->fn = jobs[i].fn;
+        fs->f[i]->arg = jobs[i].arg;
+        fs->f[i]->state = F_RUN;
+    }
     for (;;) {
         size_t nfds = 0, waiting = 0;
         int64_t first = -1;
