@@ -4,8 +4,8 @@
  * done, dead-lettered or abandoned. The calls of an event run concurrently: those of
  * cooperative handlers as fibers of the worker's thread, any other on a runner thread. Each
  * call position of an event has a Redis connection and curl handles of its own, kept across
- * events; each worker has one more Redis connection for its metrics, and one for the markers
- * of its fibers' calls.
+ * events; each worker has one more Redis connection, for the markers of its fibers' calls
+ * and its metrics.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -287,15 +287,21 @@ static void conn_read_owed(usher_conn *c)
         c->markers = false;
 }
 
-/* Reads the replies owed on the connections w's calls use (writing out first what is still
- * appended): every marker they wrote without waiting is then in Redis, whichever connection
- * a later reader uses. (Replies owed only to metrics are left for flush_metrics to read.)
- * Only while w's calls are idle. */
+/* Reads the replies owed on w's marker connection (writing out first what is still appended)
+ * when markers are among them; replies owed only to metrics are left for flush_metrics. */
+static void marks_read_owed(usher_worker *w)
+{
+    if (w->marks.markers)
+        conn_read_owed(&w->marks);
+}
+
+/* Reads the replies owed on the connections w's calls use: every marker they wrote without
+ * waiting is then in Redis, whichever connection a later reader uses. Only while w's calls
+ * are idle. */
 static void worker_read_owed(usher_worker *w)
 {
     conn_read_owed(&w->conn);
-    if (w->marks.markers)
-        conn_read_owed(&w->marks);
+    marks_read_owed(w);
     for (size_t k = 1; k < w->app->reg->count; k++)
         conn_read_owed(&w->xconns[k - 1]);
 }
@@ -1025,7 +1031,7 @@ static void fan_out(usher_worker *w, usher_call *calls, size_t n)
 
     /* Markers the fibers of an earlier event wrote are in Redis before any of these calls
      * asks for one on its own connection (normally read already, by settle). */
-    conn_read_owed(&w->marks);
+    marks_read_owed(w);
     for (size_t k = 0; k < n; k++) {
         calls[k].ctx.conn = call_conn(w, k);
         if (calls[k].ctx.b->cooperative)
