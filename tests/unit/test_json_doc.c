@@ -449,10 +449,36 @@ static void test_reuse_and_errors_reset(void **state)
     usher_jdoc_free(&d); /* twice is fine */
 }
 
+/* Keys that share a bit of their object's key filter ("id", "cf" and "fe" do) are still told
+ * apart: each present key is found, an absent one with the same bit is not, distinct keys
+ * with the same bit are no duplicate, and an escaped key is filtered by its unescaped bytes. */
+static void test_keys_sharing_a_filter_bit(void **state)
+{
+    usher_jdoc d;
+    usher_jerror e;
+    const usher_jnode *r;
+    (void)state;
+
+    usher_jdoc_init(&d);
+    assert_int_equal(parse(&d, "{\"id\":1,\"cf\":2,\"name\":3}", 0, &e), 0);
+    r = usher_jdoc_root(&d);
+    assert_int_equal(usher_jv_int(usher_jv_get(r, "id")), 1);
+    assert_int_equal(usher_jv_int(usher_jv_get(r, "cf")), 2);
+    assert_int_equal(usher_jv_int(usher_jv_get(r, "name")), 3);
+    assert_null(usher_jv_get(r, "fe"));
+    assert_null(usher_jv_get(r, "zz"));
+    assert_null(usher_jv_get(r, ""));
+    assert_int_equal(parse(&d, "{\"\\u0069d\":1}", 0, &e), 0);
+    assert_int_equal(usher_jv_int(usher_jv_get(usher_jdoc_root(&d), "id")), 1);
+    usher_jdoc_free(&d);
+    rejects("{\"id\":1,\"cf\":2,\"fe\":3,\"cf\":4}", USHER_JERR_DUPLICATE_KEY, 26);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_value_types),
+        cmocka_unit_test(test_keys_sharing_a_filter_bit),
         cmocka_unit_test(test_escapes),
         cmocka_unit_test(test_nul_rejected),
         cmocka_unit_test(test_duplicates),
